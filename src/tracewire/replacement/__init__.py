@@ -1,0 +1,1 @@
+"""replacement layer of tracewire."""

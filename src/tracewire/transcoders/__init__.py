@@ -1,0 +1,1 @@
+"""transcoders layer of tracewire."""
