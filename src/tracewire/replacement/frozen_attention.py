@@ -1,0 +1,192 @@
+"""Frozen attention patterns as a registered attention function.
+
+In the local replacement model the attention *pattern* is a constant taken from the clean run;
+only the value/output path carries gradient. Rather than patching model classes, tracewire
+registers its own attention implementation with ``transformers.AttentionInterface`` and
+switches the model to it for the duration of a frozen run (``model.set_attn_implementation``).
+
+The function never materialises a ``[heads, P, P]`` pattern for the whole prompt: the forward
+value is either the model's own implementation (record mode: bit-identical to the original) or
+a query-chunked ``softmax(q kᵀ) v`` (replay mode), and the backward recomputes the pattern chunk
+by chunk from the cached queries and keys to form ``∂v = Pᵀ ∂out``. Memory stays
+``O(P · d)`` per layer, which is what lets long prompts fit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from tracewire.replacement import state as frozen_state
+
+#: Bytes of float32 pattern one chunk may hold; bounds the backward's transient memory.
+CHUNK_BYTES = 64 * 2**20
+
+
+def _additive_mask(mask: torch.Tensor | None, q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
+    """Any HF mask format (None = causal, bool = keep, float = additive) as float32 additive."""
+    if mask is None:
+        keep = torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=k_len - q_len)
+        return torch.zeros(q_len, k_len, device=device).masked_fill(~keep, float("-inf"))[None, None]
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, device=device).masked_fill(~mask, float("-inf"))
+    return mask.float()
+
+
+def _pattern_chunks(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    mask: torch.Tensor,
+    scaling: float,
+    softcap: float | None,
+    n_rep: int,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Yield ``(start, end, P[:, :, start:end, :])`` float32 pattern chunks over query positions.
+
+    ``q``: ``[Bq, H, Q, dh]``; ``k``: ``[Bk, Hkv, K, dh]`` (grouped heads are repeated here).
+    """
+    heads, q_len, k_len = q.shape[1], q.shape[2], k.shape[2]
+    kf = k.float().repeat_interleave(n_rep, dim=1) if n_rep > 1 else k.float()
+    rows = max(1, CHUNK_BYTES // max(1, 4 * heads * k_len * max(q.shape[0], 1)))
+    offset = k_len - q_len
+    for start in range(0, q_len, rows):
+        end = min(q_len, start + rows)
+        k_end = min(k_len, end + offset)  # causal: later keys are masked anyway
+        scores = torch.matmul(q[:, :, start:end].float(), kf[:, :, :k_end].transpose(-1, -2)) * scaling
+        if softcap is not None:
+            scores = torch.tanh(scores / softcap) * softcap
+        scores = scores + mask[..., start:end, :k_end]
+        pattern = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        yield start, end, pattern
+
+
+class FrozenPatternAV(torch.autograd.Function):
+    """``out = P v`` with ``P`` a constant recomputed from cached ``q, k``; gradient only to ``v``."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        value: torch.Tensor,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        mask: torch.Tensor,
+        scaling: float,
+        softcap: float | None,
+        n_rep: int,
+        precomputed: torch.Tensor | None,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(query, key, mask)
+        ctx.scaling, ctx.softcap, ctx.n_rep = scaling, softcap, n_rep
+        ctx.value_shape, ctx.value_dtype = value.shape, value.dtype
+        if precomputed is not None:
+            return precomputed
+        batch = max(value.shape[0], query.shape[0])
+        out = value.new_zeros(batch, query.shape[2], query.shape[1], value.shape[-1])
+        v = value.repeat_interleave(n_rep, dim=1) if n_rep > 1 else value
+        for start, end, pattern in _pattern_chunks(query, key, mask, scaling, softcap, n_rep):
+            k_end = pattern.shape[-1]
+            out[:, start:end] = torch.matmul(pattern.to(v.dtype), v[:, :, :k_end]).transpose(1, 2)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        query, key, mask = ctx.saved_tensors
+        n_rep = ctx.n_rep
+        b, kv_heads, k_len, dh = ctx.value_shape
+        batch = max(grad_out.shape[0], b)
+        grad_v = torch.zeros(batch, kv_heads * n_rep, k_len, dh, dtype=torch.float32, device=grad_out.device)
+        g = grad_out.transpose(1, 2).float()  # [B, H, Q, dh]
+        for start, end, pattern in _pattern_chunks(query, key, mask, ctx.scaling, ctx.softcap, n_rep):
+            k_end = pattern.shape[-1]
+            grad_v[:, :, :k_end] += torch.matmul(pattern.transpose(-1, -2), g[:, :, start:end])
+        if n_rep > 1:
+            grad_v = grad_v.view(batch, kv_heads, n_rep, k_len, dh).sum(2)
+        if b == 1 and batch > 1:
+            grad_v = grad_v.sum(0, keepdim=True)
+        return grad_v.to(ctx.value_dtype), None, None, None, None, None, None, None
+
+
+def frozen_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    softcap: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """The function registered with ``AttentionInterface``; dispatches on the active frozen run."""
+    run = frozen_state.active_run()
+    if run is None:
+        raise RuntimeError("tracewire's frozen attention was called outside a frozen run")
+    layer = int(getattr(module, "layer_idx", -1))
+    scale = float(scaling) if scaling is not None else 1.0 / math.sqrt(query.shape[-1])
+    n_rep = int(getattr(module, "num_key_value_groups", 1) or 1)
+    precomputed = None
+    if run.mode == "record":
+        base = run.base_attention
+        if base is not None:
+            with torch.no_grad():
+                precomputed, _ = base(
+                    module, query, key, value, attention_mask, dropout=0.0, scaling=scaling, softcap=softcap, **kwargs
+                )
+        q, k = query.detach(), key.detach()
+        run.state.record_qk(layer, q, k)
+    else:
+        q, k = run.state.replay_qk(layer, query.shape[2])
+    mask = _additive_mask(attention_mask, q.shape[2], k.shape[2], q.device)
+    out = FrozenPatternAV.apply(value, q, k, mask, scale, softcap, n_rep, precomputed)
+    return out, None
+
+
+_REGISTERED: set[str] = set()
+
+
+def registered_name(base_impl: str) -> str:
+    """Register (once) a frozen implementation paired with ``base_impl``'s mask format."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    name = f"tracewire_frozen_{base_impl}"
+    if name not in _REGISTERED:
+        AttentionInterface.register(name, frozen_attention_forward)
+        mask_fn = ALL_MASK_ATTENTION_FUNCTIONS[base_impl] if base_impl in ALL_MASK_ATTENTION_FUNCTIONS else None
+        if mask_fn is None:
+            mask_fn = ALL_MASK_ATTENTION_FUNCTIONS["eager"]
+        AttentionMaskInterface.register(name, mask_fn)
+        _REGISTERED.add(name)
+    return name
+
+
+def base_attention_function(impl: str) -> Callable[..., tuple[torch.Tensor, Any]] | None:
+    """The model's own attention function for record-mode forward values.
+
+    ``None`` for eager attention: tracewire's chunked computation *is* eager attention (in
+    float32), so record mode computes the value itself and never materialises the full pattern.
+    """
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if impl == "eager" or impl not in ALL_ATTENTION_FUNCTIONS:
+        return None
+    return ALL_ATTENTION_FUNCTIONS[impl]
+
+
+@contextmanager
+def frozen_attention(model: nn.Module) -> Iterator[Callable[..., Any] | None]:
+    """Switch ``model`` to the frozen attention implementation; restore it afterwards."""
+    config = model.config
+    base_impl = getattr(config, "_attn_implementation", None) or "eager"
+    name = registered_name(base_impl)
+    base = base_attention_function(base_impl)
+    model.set_attn_implementation(name)
+    try:
+        yield base
+    finally:
+        model.set_attn_implementation(base_impl)
