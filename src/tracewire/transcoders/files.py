@@ -1,0 +1,135 @@
+"""Low-level file access for transcoder weights: safetensors, npz and YAML, read safely, written atomically.
+
+Every reader turns the library-specific exception (safetensors' ``SafetensorError``, numpy's zip
+errors, yaml's ``YAMLError``) into a ``TranscoderFormatError`` naming the file, so a truncated
+download is reported as such instead of as a Rust panic message without a path. Every writer
+writes a temporary file next to the target and ``os.replace``-s it, so an interrupted save never
+leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_to_bytes
+
+from tracewire.errors import TranscoderFormatError
+
+# safetensors header dtype strings -> torch dtypes (for checks done without reading the data).
+_SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+@contextlib.contextmanager
+def open_safetensors(path: Path) -> Iterator[Any]:
+    """``safe_open`` that reports unreadable/truncated files as ``TranscoderFormatError`` naming ``path``."""
+    try:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+    except FileNotFoundError as e:
+        raise TranscoderFormatError(f"{path}: file not found") from e
+    except (SafetensorError, OSError) as e:
+        raise TranscoderFormatError(
+            f"{path}: not a readable safetensors file (truncated or corrupt download?): {e}"
+        ) from e
+    with handle as f:
+        try:
+            yield f
+        except SafetensorError as e:
+            raise TranscoderFormatError(f"{path}: cannot read tensor data (truncated or corrupt?): {e}") from e
+
+
+def safetensors_dtype(name: str, *, where: str) -> torch.dtype:
+    """torch dtype for a safetensors header dtype string."""
+    try:
+        return _SAFETENSORS_DTYPES[name]
+    except KeyError:
+        raise TranscoderFormatError(f"{where}: unsupported safetensors dtype {name}") from None
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file, on CPU, in their stored dtypes."""
+    with open_safetensors(path) as f:
+        return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` file, never unpickling (object arrays are rejected, not executed)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except FileNotFoundError as e:
+        raise TranscoderFormatError(f"{path}: file not found") from e
+    except ValueError as e:  # object arrays need pickle, which we refuse
+        raise TranscoderFormatError(f"{path}: unreadable npz array ({e}); pickled arrays are not allowed") from e
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise TranscoderFormatError(f"{path}: not a readable npz file (truncated or corrupt?): {e}") from e
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Parse a YAML file that must hold a mapping; syntax errors name the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise TranscoderFormatError(f"{path}: cannot read: {e}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e)
+        raise TranscoderFormatError(f"{where}: invalid YAML: {problem}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TranscoderFormatError(f"{path}: expected a YAML mapping at the top level, found {type(data).__name__}")
+    return data
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary sibling file and ``os.replace``."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600 files; weights are not secrets
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def write_safetensors_atomically(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Save ``tensors`` (moved to CPU, made contiguous) as a safetensors file, atomically."""
+    cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    write_bytes_atomically(path, safetensors_to_bytes(cpu))
+
+
+def write_yaml_atomically(path: Path, data: dict[str, Any]) -> None:
+    """Save a mapping as YAML (keys in insertion order), atomically."""
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    write_bytes_atomically(path, text.encode("utf-8"))
