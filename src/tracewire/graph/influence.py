@@ -1,0 +1,86 @@
+"""Influence of every node on the targets, computed on the COO edge list.
+
+The quantities of circuit-tracer §2.6 and the attribution-graph paper, without an ``N x N`` matrix:
+
+- ``Â`` = row-normalised ``|A|`` (rows = targets): each node's incoming weights sum to 1, with the
+  row sum floored at 1e-10 so nodes without inputs stay all-zero. Here ``Â`` is one value per edge.
+- logit weights ``w``: target probabilities on target nodes, 0 elsewhere.
+- influence ``I = wᵀ(Â + Â² + …) = wᵀ((1 − Â)⁻¹ − 1)``: the series terminates because the graph is a
+  DAG, so it is summed term by term with sparse vector–matrix products ``v ← vᵀÂ`` (one
+  ``index_add`` over the edges each) until ``v`` is exactly zero. The number of terms is the depth of
+  the graph (about ``n_layers + 2``), not its size.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tracewire.errors import GraphFormatError
+from tracewire.graph.graph import Graph
+
+#: Row sums below this are treated as this (reference definition), so empty rows stay zero.
+ROW_SUM_FLOOR = 1e-10
+#: circuit-tracer's cap on the series; a real graph's depth is ~n_layers + 2.
+DEFAULT_MAX_ITERATIONS = 1000
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Influence is summed in float32 at least: half precision loses the small tail terms."""
+    return dtype if dtype == torch.float64 else torch.float32
+
+
+def normalized_abs_weights(targets: torch.Tensor, weights: torch.Tensor, n_nodes: int) -> torch.Tensor:
+    """Per-edge ``Â``: ``|a_e| / max(Σ_{edges into target(e)} |a|, 1e-10)``."""
+    magnitudes = weights.abs().to(compute_dtype(weights.dtype))
+    row_sums = torch.zeros(n_nodes, dtype=magnitudes.dtype).index_add_(0, targets, magnitudes)
+    return magnitudes / row_sums.clamp_min(ROW_SUM_FLOOR)[targets]
+
+
+def logit_weights(graph: Graph, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``w``: target probabilities on the target nodes, zero on every other node."""
+    weights = torch.zeros(graph.n_nodes, dtype=dtype)
+    weights[graph.target_offset :] = graph.target_probabilities.to(dtype)
+    return weights
+
+
+def propagate_influence(
+    start: torch.Tensor,
+    targets: torch.Tensor,
+    sources: torch.Tensor,
+    normalized: torch.Tensor,
+    *,
+    max_iterations: int = DEFAULT_MAX_ITERATIONS,
+) -> torch.Tensor:
+    """``startᵀ(Â + Â² + …)`` for ``Â`` given per edge; GraphFormatError if it never reaches zero.
+
+    A vector that is still non-zero after ``max_iterations`` products means a cycle (or a graph
+    deeper than ``max_iterations``): the series would not terminate, and the graph is not the DAG
+    an attribution graph must be.
+    """
+    total = torch.zeros_like(start)
+    current = start
+    for _ in range(max_iterations):
+        following = torch.zeros_like(start).index_add_(0, sources, current[targets] * normalized)
+        if not bool(following.any()):
+            return total
+        total += following
+        current = following
+    still_active = torch.nonzero(current).flatten()[:10].tolist()
+    raise GraphFormatError(
+        f"influence did not vanish after {max_iterations} steps: the graph has a cycle (or is deeper than "
+        f"{max_iterations}); nodes still carrying influence include {still_active}; an attribution graph must "
+        "be a DAG with edges from earlier to later nodes"
+    )
+
+
+def node_influence(graph: Graph, *, max_iterations: int = DEFAULT_MAX_ITERATIONS) -> torch.Tensor:
+    """Influence ``I = wᵀ(Â + Â² + …)`` of every node on the (probability-weighted) targets."""
+    dtype = compute_dtype(graph.edge_weights.dtype)
+    normalized = normalized_abs_weights(graph.edge_targets, graph.edge_weights, graph.n_nodes)
+    return propagate_influence(
+        logit_weights(graph, dtype),
+        graph.edge_targets,
+        graph.edge_sources,
+        normalized,
+        max_iterations=max_iterations,
+    )

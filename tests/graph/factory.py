@@ -1,0 +1,114 @@
+"""Random but valid attribution graphs for tests (shared with the attribution and UI tests).
+
+``random_graph`` builds a causal DAG in tracewire's node order: an edge goes from a source at an
+earlier layer and an earlier-or-same position to a later target; tokens are at the bottom
+(sources only), error nodes are sources only, targets are at the top (sinks, reading the last
+position). Every feature gets at least one incoming edge (from its own token) and at least one
+outgoing edge (to a target), like features of a real graph.
+
+Edges are sampled block by block, so large graphs (a few thousand nodes, ~10⁵ edges) build in
+well under a second without an ``N x N`` matrix.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tracewire.graph.graph import Graph
+
+_ROWS_PER_BLOCK = 512
+
+
+def random_graph(
+    n_layers: int = 3,
+    n_pos: int = 4,
+    n_features: int = 20,
+    n_targets: int = 2,
+    edge_density: float = 0.3,
+    seed: int = 0,
+    *,
+    d_model: int = 8,
+    vocab_size: int = 1000,
+    n_custom_targets: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> Graph:
+    """A valid random Graph; the same arguments always give the same graph.
+
+    ``edge_density`` is the probability of each causally allowed (target, source) pair; the last
+    ``n_custom_targets`` targets are custom directions (token id -1).
+    """
+    if n_layers < 1 or n_pos < 1:
+        raise ValueError("random_graph needs at least one layer and one position")
+    generator = torch.Generator().manual_seed(seed)
+    width = max(16, 4 * n_features // (n_layers * n_pos) + 1)
+    flat = torch.randperm(n_layers * n_pos * width, generator=generator)[:n_features].sort().values
+    features = torch.stack([flat // (n_pos * width), (flat // width) % n_pos, flat % width], dim=1)
+    n_features = int(features.shape[0])
+
+    n_errors = n_layers * n_pos
+    token_offset = n_features + n_errors
+    target_offset = token_offset + n_pos
+    n_sources = target_offset  # features, errors and tokens can all be sources
+    source_layer = torch.cat(
+        [features[:, 0], torch.arange(n_layers).repeat_interleave(n_pos), torch.full((n_pos,), -1)]
+    )
+    source_pos = torch.cat([features[:, 1], torch.arange(n_pos).repeat(n_layers), torch.arange(n_pos)])
+
+    # Rows that receive edges: features, then targets (which read the last position, above all layers).
+    row_nodes = torch.cat([torch.arange(n_features), target_offset + torch.arange(n_targets)])
+    row_layer = torch.cat([features[:, 0], torch.full((n_targets,), n_layers)])
+    row_pos = torch.cat([features[:, 1], torch.full((n_targets,), n_pos - 1)])
+
+    edge_targets = [torch.zeros(0, dtype=torch.long)]
+    edge_sources = [torch.zeros(0, dtype=torch.long)]
+    for start in range(0, int(row_nodes.shape[0]), _ROWS_PER_BLOCK):
+        block = slice(start, start + _ROWS_PER_BLOCK)
+        allowed = (source_layer[None, :] < row_layer[block, None]) & (source_pos[None, :] <= row_pos[block, None])
+        sampled = allowed & (torch.rand(allowed.shape, generator=generator) < edge_density)
+        own_token = token_offset + row_pos[block]
+        sampled[torch.arange(sampled.shape[0]), own_token] = True
+        rows, columns = torch.nonzero(sampled, as_tuple=True)
+        edge_targets.append(row_nodes[block][rows])
+        edge_sources.append(columns)
+    targets = torch.cat(edge_targets)
+    sources = torch.cat(edge_sources)
+
+    has_outgoing = torch.zeros(n_sources, dtype=torch.bool)
+    has_outgoing[sources] = True
+    lonely = torch.nonzero(~has_outgoing[:n_features]).flatten()
+    if n_targets and lonely.numel():
+        chosen = target_offset + torch.randint(n_targets, (lonely.numel(),), generator=generator)
+        targets = torch.cat([targets, chosen])
+        sources = torch.cat([sources, lonely])
+
+    weights = torch.randn(targets.shape[0], generator=generator, dtype=torch.float64).to(dtype)
+    tokens = torch.randint(vocab_size, (n_pos,), generator=generator)
+    target_ids = torch.randint(vocab_size, (n_targets,), generator=generator)
+    if n_custom_targets:
+        target_ids[n_targets - n_custom_targets :] = -1
+    probabilities = torch.softmax(torch.randn(n_targets, generator=generator, dtype=torch.float64), 0)
+    probabilities = (0.9 * probabilities.sort(descending=True).values).to(dtype)
+    labels = [f"tok{int(i)}" if int(i) >= 0 else f"custom{k}" for k, i in enumerate(target_ids)]
+    return Graph(
+        prompt=" ".join(f"t{int(t)}" for t in tokens),
+        tokens=tokens,
+        token_strings=[f" t{int(t)}" for t in tokens],
+        n_layers=n_layers,
+        features=features,
+        activations=(torch.rand(n_features, generator=generator, dtype=torch.float64) * 5).to(dtype),
+        target_labels=labels,
+        target_token_ids=target_ids,
+        target_probabilities=probabilities,
+        target_vectors=torch.randn(n_targets, d_model, generator=generator, dtype=torch.float64).to(dtype),
+        edge_targets=targets,
+        edge_sources=sources,
+        edge_weights=weights,
+        metadata={"model_id": "random-model", "scan": "random-transcoders", "vocab_size": vocab_size, "seed": seed},
+    )
+
+
+def dense_adjacency(graph: Graph) -> torch.Tensor:
+    """Dense ``[N, N]`` float64 adjacency (tests only: reference implementations on small graphs)."""
+    matrix = torch.zeros(graph.n_nodes, graph.n_nodes, dtype=torch.float64)
+    matrix.index_put_((graph.edge_targets, graph.edge_sources), graph.edge_weights.double(), accumulate=True)
+    return matrix
