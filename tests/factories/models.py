@@ -19,19 +19,31 @@ WORDS = ["<|endoftext|>", "<unk>", "The", "capital", "of", "France", "is", "Pari
 
 
 def tiny_config(arch: str, *, n_layers: int = 3, d_model: int = 16) -> hf.PretrainedConfig:
-    common = dict(vocab_size=VOCAB, hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers)
+    common = dict(
+        vocab_size=VOCAB, hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers
+    )
     if arch == "llama":
-        return hf.LlamaConfig(**common, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+        return hf.LlamaConfig(
+            **common, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False
+        )
     if arch == "qwen2":
-        return hf.Qwen2Config(**common, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+        return hf.Qwen2Config(
+            **common, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False
+        )
     if arch == "qwen3":
         return hf.Qwen3Config(**common, num_attention_heads=4, num_key_value_heads=2, head_dim=4)
     if arch == "gemma2":
-        return hf.Gemma2Config(**common, num_attention_heads=4, num_key_value_heads=2, head_dim=4, sliding_window=4)
+        return hf.Gemma2Config(
+            **common, num_attention_heads=4, num_key_value_heads=2, head_dim=4, sliding_window=4
+        )
     if arch == "gemma3":
-        return hf.Gemma3TextConfig(**common, num_attention_heads=4, num_key_value_heads=2, head_dim=4, sliding_window=4)
+        return hf.Gemma3TextConfig(
+            **common, num_attention_heads=4, num_key_value_heads=2, head_dim=4, sliding_window=4
+        )
     if arch == "gpt2":
-        return hf.GPT2Config(vocab_size=VOCAB, n_embd=d_model, n_layer=n_layers, n_head=4, bos_token_id=0, eos_token_id=0)
+        return hf.GPT2Config(
+            vocab_size=VOCAB, n_embd=d_model, n_layer=n_layers, n_head=4, bos_token_id=0, eos_token_id=0
+        )
     raise ValueError(arch)
 
 
@@ -46,7 +58,9 @@ def tiny_tokenizer() -> hf.PreTrainedTokenizerFast:
     return fast
 
 
-def tiny_model(arch: str, *, seed: int = 0, n_layers: int = 3, d_model: int = 16, dtype=torch.float32) -> LoadedModel:
+def tiny_model(
+    arch: str, *, seed: int = 0, n_layers: int = 3, d_model: int = 16, dtype=torch.float32
+) -> LoadedModel:
     torch.manual_seed(seed)
     model = hf.AutoModelForCausalLM.from_config(tiny_config(arch, n_layers=n_layers, d_model=d_model))
     # Random init is small; scale weights up a little so attention patterns and norms are far

@@ -24,7 +24,7 @@ frozen run; so a row only needs the attention module's name (for its ``layer_idx
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -63,7 +63,9 @@ class Adapter:
 
     # -- module access -------------------------------------------------------------------------
     def layer_modules(self, model: nn.Module) -> nn.ModuleList:
-        return _get(model, self.layers)
+        layers = _get(model, self.layers)
+        assert isinstance(layers, nn.ModuleList)
+        return layers
 
     def n_layers(self, model: nn.Module) -> int:
         return len(self.layer_modules(model))
@@ -97,7 +99,9 @@ class Adapter:
         }
         return {role: _get(layer, path) for role, path in roles.items() if path is not None}
 
-    def site_module(self, model: nn.Module, index: int, site: str) -> tuple[nn.Module, Literal["input", "output"]]:
+    def site_module(
+        self, model: nn.Module, index: int, site: str
+    ) -> tuple[nn.Module, Literal["input", "output"]]:
         """The module whose input or output *is* ``site`` at layer ``index``."""
         layer = self.layer(model, index)
         if site == "resid_mid":
@@ -121,7 +125,9 @@ class Adapter:
 
     def unembedding_matrix(self, model: nn.Module) -> torch.Tensor:
         """``W_U`` as ``[d_model, vocab]`` (HF stores ``lm_head.weight`` as ``[vocab, d_model]``)."""
-        return self.unembed_module(model).weight.T
+        weight = self.unembed_module(model).weight
+        assert isinstance(weight, torch.Tensor)
+        return weight.T
 
     def norm_eps(self, norm: nn.Module) -> float:
         for attr in ("variance_epsilon", "eps", "epsilon"):
@@ -138,7 +144,9 @@ def _get(root: nn.Module, path: str) -> nn.Module:
     return obj
 
 
-_LLAMA_LIKE = dict(
+_LLAMA = Adapter(
+    name="llama",
+    model_types=("llama",),
     layers="model.layers",
     embed="model.embed_tokens",
     final_norm="model.norm",
@@ -148,28 +156,34 @@ _LLAMA_LIKE = dict(
     norm_kind="rms",
     pre_attn_norm="input_layernorm",
     pre_mlp_norm="post_attention_layernorm",
+    notes="Llama 2/3, SmolLM2 (RMSNorm w·x̂)",
 )
-_GEMMA_LIKE = dict(
-    _LLAMA_LIKE,
+_GEMMA2 = replace(
+    _LLAMA,
+    name="gemma2",
+    model_types=("gemma2",),
     norm_kind="rms_offset",
     pre_mlp_norm="pre_feedforward_layernorm",
     post_attn_norm="post_attention_layernorm",
     post_mlp_norm="post_feedforward_layernorm",
     logit_softcap_attr="final_logit_softcapping",
     attn_softcap_attr="attn_logit_softcapping",
+    notes="Gemma-2: (1+w) RMSNorm, pre+post norms, softcaps",
 )
 
 #: The adapter table. One row per architecture family.
 ADAPTERS: tuple[Adapter, ...] = (
-    Adapter(name="llama", model_types=("llama",), notes="Llama 2/3, SmolLM2 (RMSNorm w·x̂)", **_LLAMA_LIKE),
-    Adapter(name="qwen2", model_types=("qwen2",), notes="Qwen2/2.5 (q/k/v biases)", **_LLAMA_LIKE),
-    Adapter(name="qwen3", model_types=("qwen3",), notes="Qwen3 (q_norm/k_norm only shape the pattern)", **_LLAMA_LIKE),
-    Adapter(name="gemma2", model_types=("gemma2",), notes="Gemma-2: (1+w) RMSNorm, pre+post norms, softcaps", **_GEMMA_LIKE),
-    Adapter(
+    _LLAMA,
+    replace(_LLAMA, name="qwen2", model_types=("qwen2",), notes="Qwen2/2.5 (q/k/v biases)"),
+    replace(
+        _LLAMA, name="qwen3", model_types=("qwen3",), notes="Qwen3 (q_norm/k_norm only shape the pattern)"
+    ),
+    _GEMMA2,
+    replace(
+        _GEMMA2,
         name="gemma3",
         model_types=("gemma3_text", "gemma3"),
         notes="Gemma-3 text: (1+w) RMSNorm, pre+post norms, q/k norms, scaled embedding",
-        **_GEMMA_LIKE,
     ),
     Adapter(
         name="gpt2",

@@ -61,7 +61,7 @@ class LoadedModel:
 
     @property
     def vocab_size(self) -> int:
-        return int(self.adapter.unembed_module(self.model).weight.shape[0])
+        return int(self.adapter.unembedding_matrix(self.model).shape[1])
 
     @property
     def device(self) -> torch.device:
@@ -76,7 +76,9 @@ class LoadedModel:
         """Token ids ``[n_pos]`` for a prompt, with this model's BOS prepended once."""
         if isinstance(prompt, str):
             if self.tokenizer is None:
-                raise ModelLoadError(f"model {self.name!r} has no tokenizer; pass token ids instead of a string")
+                raise ModelLoadError(
+                    f"model {self.name!r} has no tokenizer; pass token ids instead of a string"
+                )
             ids = list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
         elif isinstance(prompt, torch.Tensor):
             ids = [int(t) for t in prompt.reshape(-1).tolist()]
@@ -173,13 +175,17 @@ def load_model(
     return loaded
 
 
-def from_pretrained_model(model: nn.Module, tokenizer: Any = None, *, name: str = "custom", bos_token_id: int | None = None) -> LoadedModel:
+def from_pretrained_model(
+    model: nn.Module, tokenizer: Any = None, *, name: str = "custom", bos_token_id: int | None = None
+) -> LoadedModel:
     """Wrap an already-built HF model (e.g. a tiny random one in tests) as a LoadedModel."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     bos = bos_token_id if bos_token_id is not None else choose_bos_token_id(tokenizer)
-    return LoadedModel(model=model, tokenizer=tokenizer, adapter=adapter_for(model), name=name, bos_token_id=bos)
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, adapter=adapter_for(model), name=name, bos_token_id=bos
+    )
 
 
 # -- sources -----------------------------------------------------------------------------------
@@ -232,12 +238,14 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     log.info("converting %s to a safetensors cache at %s (one time)", gguf, out)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
     except Exception as exc:  # gguf/transformers raise many types; name the file either way
         raise ModelLoadError(f"could not read GGUF file {gguf}: {type(exc).__name__}: {exc}") from exc
     # The weights are already dequantised to fp32; drop the GGUF quantizer marker so that
     # transformers saves them as plain safetensors.
-    model.hf_quantizer = None
+    setattr(model, "hf_quantizer", None)  # noqa: B010
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)
@@ -250,7 +258,9 @@ def _from_folder(folder: Path, dtype: torch.dtype) -> tuple[nn.Module, Any]:
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
     except Exception as exc:
-        raise ModelLoadError(f"could not load a causal LM from {folder}: {type(exc).__name__}: {exc}") from exc
+        raise ModelLoadError(
+            f"could not load a causal LM from {folder}: {type(exc).__name__}: {exc}"
+        ) from exc
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:

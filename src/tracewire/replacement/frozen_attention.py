@@ -135,7 +135,15 @@ def frozen_attention_forward(
         if base is not None:
             with torch.no_grad():
                 precomputed, _ = base(
-                    module, query, key, value, attention_mask, dropout=0.0, scaling=scaling, softcap=softcap, **kwargs
+                    module,
+                    query,
+                    key,
+                    value,
+                    attention_mask,
+                    dropout=0.0,
+                    scaling=scaling,
+                    softcap=softcap,
+                    **kwargs,
                 )
         q, k = query.detach(), key.detach()
         run.state.record_qk(layer, q, k)
@@ -157,9 +165,7 @@ def registered_name(base_impl: str) -> str:
     name = f"tracewire_frozen_{base_impl}"
     if name not in _REGISTERED:
         AttentionInterface.register(name, frozen_attention_forward)
-        mask_fn = ALL_MASK_ATTENTION_FUNCTIONS[base_impl] if base_impl in ALL_MASK_ATTENTION_FUNCTIONS else None
-        if mask_fn is None:
-            mask_fn = ALL_MASK_ATTENTION_FUNCTIONS["eager"]
+        mask_fn = ALL_MASK_ATTENTION_FUNCTIONS.get(base_impl, ALL_MASK_ATTENTION_FUNCTIONS["eager"])
         AttentionMaskInterface.register(name, mask_fn)
         _REGISTERED.add(name)
     return name
@@ -181,12 +187,13 @@ def base_attention_function(impl: str) -> Callable[..., tuple[torch.Tensor, Any]
 @contextmanager
 def frozen_attention(model: nn.Module) -> Iterator[Callable[..., Any] | None]:
     """Switch ``model`` to the frozen attention implementation; restore it afterwards."""
-    config = model.config
+    hf_model: Any = model
+    config = hf_model.config
     base_impl = getattr(config, "_attn_implementation", None) or "eager"
     name = registered_name(base_impl)
     base = base_attention_function(base_impl)
-    model.set_attn_implementation(name)
+    hf_model.set_attn_implementation(name)
     try:
         yield base
     finally:
-        model.set_attn_implementation(base_impl)
+        hf_model.set_attn_implementation(base_impl)

@@ -26,6 +26,7 @@ def norm_scale(kind: NormKind, x: torch.Tensor, eps: float) -> torch.Tensor:
 def linear_norm(kind: NormKind, module: nn.Module, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """The norm applied to ``x`` with the denominator fixed to ``scale``: linear (affine) in ``x``."""
     weight = module.weight
+    assert isinstance(weight, torch.Tensor)
     if kind == "rms":
         return weight * (x.float() * scale).to(x.dtype)
     if kind == "rms_offset":

@@ -47,7 +47,8 @@ class ReplacementModel:
 
             if transcoders.n_layers != self.n_layers:
                 raise TranscoderFormatError(
-                    f"transcoders have {transcoders.n_layers} layers but model {loaded.name!r} has {self.n_layers}"
+                    f"transcoders have {transcoders.n_layers} layers but model {loaded.name!r} "
+                    f"has {self.n_layers}"
                 )
             if transcoders.d_model != loaded.d_model:
                 raise TranscoderFormatError(
@@ -64,7 +65,9 @@ class ReplacementModel:
     def record(self, tokens: torch.Tensor, *, stop_after_layer: int | None = None) -> FrozenRun:
         """Clean forward of one prompt (``[P]`` or ``[1, P]`` ids) under the frozen regime."""
         ids = tokens.reshape(1, -1).to(self.loaded.device)
-        run = FrozenRun(mode="record", state=FrozenState(tokens=ids[0].detach().cpu()), n_layers=self.n_layers)
+        run = FrozenRun(
+            mode="record", state=FrozenState(tokens=ids[0].detach().cpu()), n_layers=self.n_layers
+        )
         run.stop_after_layer = stop_after_layer
         self._forward(run, ids)
         return run
@@ -194,7 +197,9 @@ class ReplacementModel:
 
         return forward
 
-    def _mlp_forward(self, run: FrozenRun, layer: int, module: nn.Module, post_norm_is_output: bool) -> Callable[..., Any]:
+    def _mlp_forward(
+        self, run: FrozenRun, layer: int, module: nn.Module, post_norm_is_output: bool
+    ) -> Callable[..., Any]:
         original = type(module).forward
 
         def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -42,7 +42,12 @@ class FrozenState:
         return self.queries[layer][:, :, :length], self.keys[layer][:, :, :length]
 
     def nbytes(self) -> int:
-        tensors = [*self.queries.values(), *self.keys.values(), *self.norm_scales.values(), *self.mlp_constants.values()]
+        tensors = [
+            *self.queries.values(),
+            *self.keys.values(),
+            *self.norm_scales.values(),
+            *self.mlp_constants.values(),
+        ]
         return sum(t.numel() * t.element_size() for t in tensors)
 
 

@@ -1,0 +1,58 @@
+"""The ``tracewire`` command line.
+
+Each subcommand is a typed function; typer turns signatures and docstrings into ``--help``.
+Heavy imports (torch, transformers) happen inside the commands so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from tracewire._version import __version__
+
+app = typer.Typer(
+    name="tracewire",
+    help="Circuit tracing for language models: transcoders, attribution graphs, dashboards, interventions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tracewire {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """tracewire: see how a language model produced its next token."""
+
+
+@app.command()
+def models() -> None:
+    """List the architectures tracewire supports (the adapter table) and the embedded model."""
+    from tracewire.models.adapters import ADAPTERS
+    from tracewire.models.loading import EMBEDDED_ALIASES
+
+    for row in ADAPTERS:
+        typer.echo(
+            f"{row.name:8s} model_type={','.join(row.model_types):20s} norms={row.norm_kind:10s} {row.notes}"
+        )
+    typer.echo("embedded aliases: " + ", ".join(EMBEDDED_ALIASES))
+
+
+@app.command()
+def demo() -> None:
+    """Placeholder for the end-to-end demo (train transcoders, attribute, serve the UI)."""
+    typer.echo("`tracewire demo` is not built yet (see the issue tracker).")
+    raise typer.Exit(code=2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
