@@ -54,7 +54,9 @@ class TranscoderConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise TranscoderFormatError(f"unknown transcoder kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+            raise TranscoderFormatError(
+                f"unknown transcoder kind {self.kind!r}; expected one of {', '.join(KINDS)}"
+            )
         if self.activation not in ACTIVATION_NAMES:
             raise TranscoderFormatError(
                 f"unknown activation {self.activation!r}; expected one of {', '.join(ACTIVATION_NAMES)}"
@@ -66,10 +68,13 @@ class TranscoderConfig:
         if self.activation == "topk":
             if isinstance(self.k, bool) or not isinstance(self.k, int) or not 0 < self.k <= self.d_transcoder:
                 raise TranscoderFormatError(
-                    f"activation 'topk' needs an integer k in [1, d_transcoder={self.d_transcoder}], got k={self.k!r}"
+                    f"activation 'topk' needs an integer k in [1, d_transcoder={self.d_transcoder}], "
+                    f"got k={self.k!r}"
                 )
         elif self.k is not None:
-            raise TranscoderFormatError(f"k={self.k!r} is only meaningful for activation 'topk', not {self.activation!r}")
+            raise TranscoderFormatError(
+                f"k={self.k!r} is only meaningful for activation 'topk', not {self.activation!r}"
+            )
         input_site(self.feature_input_hook)
         output_site(self.feature_output_hook)
 
@@ -115,21 +120,27 @@ class TranscoderSet(nn.Module, ABC):
 
     kind: ClassVar[str]
 
-    def __init__(self, config: TranscoderConfig, layers: Sequence[LayerWeights], *, dims_note: str = "") -> None:
+    def __init__(
+        self, config: TranscoderConfig, layers: Sequence[LayerWeights], *, dims_note: str = ""
+    ) -> None:
         """Build the set from per-layer weights; ``dims_note`` says where the config's sizes came from.
 
         Every tensor is checked against ``config``; errors name the tensor's ``origin``.
         """
         super().__init__()
         if config.kind != self.kind:
-            raise TranscoderFormatError(f"{type(self).__name__} needs config.kind={self.kind!r}, got {config.kind!r}")
+            raise TranscoderFormatError(
+                f"{type(self).__name__} needs config.kind={self.kind!r}, got {config.kind!r}"
+            )
         self._config = config
         self._check_layers(layers, dims_note or "sizes from the config")
         self.W_enc = nn.ParameterList([_frozen(w.W_enc) for w in layers])
         self.b_enc = nn.ParameterList([_frozen(w.b_enc) for w in layers])
         self.b_dec = nn.ParameterList([_frozen(w.b_dec) for w in layers])
         self.W_skip: nn.ParameterList | None = (
-            nn.ParameterList([_frozen(w.W_skip) for w in layers if w.W_skip is not None]) if config.has_skip else None
+            nn.ParameterList([_frozen(w.W_skip) for w in layers if w.W_skip is not None])
+            if config.has_skip
+            else None
         )
         self.activations = nn.ModuleList(
             [make_activation(config.activation, threshold=w.threshold, k=config.k) for w in layers]
@@ -201,7 +212,8 @@ class TranscoderSet(nn.Module, ABC):
     def activation(self, layer: int) -> Activation:
         """The activation module of ``layer`` (holds JumpReLU thresholds)."""
         self._check_layer(layer)
-        act: Activation = self.activations[layer]
+        act = self.activations[layer]
+        assert isinstance(act, Activation)
         return act
 
     def encode(self, layer: int, x: Tensor) -> Tensor:
@@ -209,7 +221,7 @@ class TranscoderSet(nn.Module, ABC):
         return self.activation(layer)(self.pre_activations(layer, x))
 
     def encode_sparse(self, layer: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Non-zero activations of ``x [n_pos, d_model]`` as ``(pos_idx, feat_idx, values)``, sorted by (pos, feat)."""
+        """Non-zero activations of x [n_pos, d_model]: (pos_idx, feat_idx, values) sorted by (pos, feat)."""
         if x.ndim != 2:
             raise ValueError(f"encode_sparse expects x of shape [n_pos, d_model], got {tuple(x.shape)}")
         acts = self.encode(layer, x)
@@ -295,7 +307,9 @@ class TranscoderSet(nn.Module, ABC):
     def _check_layers(self, layers: Sequence[LayerWeights], dims_note: str) -> None:
         cfg = self._config
         if len(layers) != cfg.n_layers:
-            raise TranscoderFormatError(f"config says n_layers={cfg.n_layers} but {len(layers)} layers were given")
+            raise TranscoderFormatError(
+                f"config says n_layers={cfg.n_layers} but {len(layers)} layers were given"
+            )
         d_tc, d_model = cfg.d_transcoder, cfg.d_model
         why = f"d_transcoder={d_tc}, d_model={d_model} ({dims_note})"
         for i, w in enumerate(layers):

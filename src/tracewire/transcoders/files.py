@@ -57,7 +57,9 @@ def open_safetensors(path: Path) -> Iterator[Any]:
         try:
             yield f
         except SafetensorError as e:
-            raise TranscoderFormatError(f"{path}: cannot read tensor data (truncated or corrupt?): {e}") from e
+            raise TranscoderFormatError(
+                f"{path}: cannot read tensor data (truncated or corrupt?): {e}"
+            ) from e
 
 
 def safetensors_dtype(name: str, *, where: str) -> torch.dtype:
@@ -82,7 +84,9 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     except FileNotFoundError as e:
         raise TranscoderFormatError(f"{path}: file not found") from e
     except ValueError as e:  # object arrays need pickle, which we refuse
-        raise TranscoderFormatError(f"{path}: unreadable npz array ({e}); pickled arrays are not allowed") from e
+        raise TranscoderFormatError(
+            f"{path}: unreadable npz array ({e}); pickled arrays are not allowed"
+        ) from e
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise TranscoderFormatError(f"{path}: not a readable npz file (truncated or corrupt?): {e}") from e
 
@@ -103,7 +107,9 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise TranscoderFormatError(f"{path}: expected a YAML mapping at the top level, found {type(data).__name__}")
+        raise TranscoderFormatError(
+            f"{path}: expected a YAML mapping at the top level, found {type(data).__name__}"
+        )
     return data
 
 

@@ -28,7 +28,9 @@ class LazyRows:
                 raise TranscoderFormatError(f"{self.path}: missing tensor {tensor!r}")
             header = f.get_slice(tensor)
             self.shape: tuple[int, ...] = tuple(int(s) for s in header.get_shape())
-            self.dtype: torch.dtype = safetensors_dtype(header.get_dtype(), where=f"{self.path}, tensor {tensor!r}")
+            self.dtype: torch.dtype = safetensors_dtype(
+                header.get_dtype(), where=f"{self.path}, tensor {tensor!r}"
+            )
 
     @property
     def location(self) -> str:
@@ -36,13 +38,15 @@ class LazyRows:
         return f"{self.path}, tensor {self.tensor!r}"
 
     def read(self, rows: Tensor) -> Tensor:
-        """Rows ``rows`` (any order, repeats allowed) as a CPU tensor ``[len(rows), *shape[1:]]``, file dtype."""
+        """Rows ``rows`` (any order, repeats allowed) as a CPU tensor ``[n, *shape[1:]]``, file dtype."""
         index = rows.detach().to("cpu", torch.long).reshape(-1)
         if index.numel() == 0:
             return torch.empty((0, *self.shape[1:]), dtype=self.dtype)
         lo, hi = int(index.min()), int(index.max())
         if lo < 0 or hi >= self.shape[0]:
-            raise IndexError(f"{self.location}: row index out of range [0, {self.shape[0]}): min {lo}, max {hi}")
+            raise IndexError(
+                f"{self.location}: row index out of range [0, {self.shape[0]}): min {lo}, max {hi}"
+            )
         unique, inverse = torch.unique(index, sorted=True, return_inverse=True)
         with open_safetensors(self.path) as f:
             part: Tensor = f.get_slice(self.tensor)[unique.tolist()]

@@ -56,7 +56,8 @@ def _lookup(name: str, table: dict[str, str], sites: tuple[str, ...], role: str)
         return key
     known = ", ".join([*table, *sites])
     raise TranscoderFormatError(
-        f"unknown {role} hook {name!r}; known {role} hooks (optionally prefixed with 'blocks.{{layer}}.'): {known}"
+        f"unknown {role} hook {name!r}; known {role} hooks "
+        f"(optionally prefixed with 'blocks.{{layer}}.'): {known}"
     )
 
 

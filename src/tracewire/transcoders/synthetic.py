@@ -103,9 +103,20 @@ def random_plt(
 ) -> PerLayerTranscoders:
     """A random per-layer transcoder set (a skip transcoder when ``skip``); TopK defaults to k = d_tc // 4."""
     ts = _random_set(
-        "plt", n_layers, d_model, d_tc, activation, k, skip, seed, dtype,
-        model_name, feature_input_hook, feature_output_hook, scan,
-    )  # fmt: skip
+        "plt",
+        n_layers,
+        d_model,
+        d_tc,
+        activation,
+        k,
+        skip,
+        seed,
+        dtype,
+        model_name,
+        feature_input_hook,
+        feature_output_hook,
+        scan,
+    )
     assert isinstance(ts, PerLayerTranscoders)
     return ts
 
@@ -125,18 +136,37 @@ def random_clt(
     feature_output_hook: str = "mlp.hook_out",
     scan: str | None = None,
 ) -> CrossLayerTranscoder:
-    """A random cross-layer transcoder (with per-output-layer skips when ``skip``); TopK defaults to k = d_tc // 4."""
+    """A random cross-layer transcoder (skip per output layer when ``skip``); TopK k defaults to d_tc // 4."""
     ts = _random_set(
-        "clt", n_layers, d_model, d_tc, activation, k, skip, seed, dtype,
-        model_name, feature_input_hook, feature_output_hook, scan,
-    )  # fmt: skip
+        "clt",
+        n_layers,
+        d_model,
+        d_tc,
+        activation,
+        k,
+        skip,
+        seed,
+        dtype,
+        model_name,
+        feature_input_hook,
+        feature_output_hook,
+        scan,
+    )
     assert isinstance(ts, CrossLayerTranscoder)
     return ts
 
 
 def random_inputs(
-    n_layers: int, d_model: int, shape: tuple[int, ...] = (5,), *, seed: int = 0, dtype: torch.dtype = torch.float32
+    n_layers: int,
+    d_model: int,
+    shape: tuple[int, ...] = (5,),
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
 ) -> list[Tensor]:
     """One random transcoder input ``[*shape, d_model]`` per layer (unit-variance entries)."""
     generator = torch.Generator().manual_seed(10_000 + seed)
-    return [torch.randn(*shape, d_model, generator=generator, dtype=torch.float64).to(dtype) for _ in range(n_layers)]
+    return [
+        torch.randn(*shape, d_model, generator=generator, dtype=torch.float64).to(dtype)
+        for _ in range(n_layers)
+    ]
