@@ -63,7 +63,9 @@ def random_graph(
     edge_sources = [torch.zeros(0, dtype=torch.long)]
     for start in range(0, int(row_nodes.shape[0]), _ROWS_PER_BLOCK):
         block = slice(start, start + _ROWS_PER_BLOCK)
-        allowed = (source_layer[None, :] < row_layer[block, None]) & (source_pos[None, :] <= row_pos[block, None])
+        allowed = (source_layer[None, :] < row_layer[block, None]) & (
+            source_pos[None, :] <= row_pos[block, None]
+        )
         sampled = allowed & (torch.rand(allowed.shape, generator=generator) < edge_density)
         own_token = token_offset + row_pos[block]
         sampled[torch.arange(sampled.shape[0]), own_token] = True
@@ -103,7 +105,39 @@ def random_graph(
         edge_targets=targets,
         edge_sources=sources,
         edge_weights=weights,
-        metadata={"model_id": "random-model", "scan": "random-transcoders", "vocab_size": vocab_size, "seed": seed},
+        metadata={
+            "model_id": "random-model",
+            "scan": "random-transcoders",
+            "vocab_size": vocab_size,
+            "seed": seed,
+        },
+    )
+
+
+def hand_built_graph(f1_to_target: float = -1.0) -> Graph:
+    """A tiny graph whose influences are worked out by hand (tests quote the numbers).
+
+    1 layer, 2 positions, features f0 (pos 0) and f1 (pos 1), one target with p = 0.5.
+
+    Nodes: f0=0, f1=1, err(0,0)=2, err(0,1)=3, tok0=4, tok1=5, target=6.
+    Edges: target←f0 3, target←f1 ``f1_to_target``, target←err(0,1) 4, f0←tok0 1, f1←tok0 1, f1←tok1 -3.
+    """
+    edges = [(6, 0, 3.0), (6, 1, f1_to_target), (6, 3, 4.0), (0, 4, 1.0), (1, 4, 1.0), (1, 5, -3.0)]
+    return Graph(
+        prompt="a b",
+        tokens=torch.tensor([7, 8]),
+        token_strings=["a", " b"],
+        n_layers=1,
+        features=torch.tensor([[0, 0, 11], [0, 1, 12]]),
+        activations=torch.tensor([1.0, 2.0]),
+        target_labels=["c"],
+        target_token_ids=torch.tensor([9]),
+        target_probabilities=torch.tensor([0.5]),
+        target_vectors=torch.zeros(1, 4),
+        edge_targets=torch.tensor([t for t, _, _ in edges]),
+        edge_sources=torch.tensor([s for _, s, _ in edges]),
+        edge_weights=torch.tensor([w for _, _, w in edges]),
+        metadata={"vocab_size": 100},
     )
 
 

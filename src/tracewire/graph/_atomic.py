@@ -18,7 +18,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` so that readers see either the old file or the new one, whole."""
     destination = Path(path)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
+    handle, temp_name = tempfile.mkstemp(
+        dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp"
+    )
     try:
         # mkstemp creates the file 0600; a graph is meant to be served and shared, so keep the
         # destination's mode when replacing a file and use the usual 0644 for a new one.

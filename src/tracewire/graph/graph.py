@@ -147,7 +147,9 @@ class Graph:
     def error_index(self, layer: int, pos: int) -> int:
         """Node index of the error node at (layer, pos)."""
         if not (0 <= layer < self.n_layers and 0 <= pos < self.n_pos):
-            raise IndexError(f"error node ({layer}, {pos}) outside {self.n_layers} layers x {self.n_pos} positions")
+            raise IndexError(
+                f"error node ({layer}, {pos}) outside {self.n_layers} layers x {self.n_pos} positions"
+            )
         return self.error_offset + layer * self.n_pos + pos
 
     def token_index(self, pos: int) -> int:
@@ -328,20 +330,25 @@ class Graph:
                 _check_header(name, header)
                 missing = [tensor for tensor in TENSOR_FIELDS if tensor not in keys]
                 if missing:
-                    raise GraphFormatError(f"{name}: tensor(s) {missing} missing; a tracewire graph has {list(TENSOR_FIELDS)}")
+                    raise GraphFormatError(
+                        f"{name}: tensor(s) {missing} missing; a tracewire graph has {list(TENSOR_FIELDS)}"
+                    )
                 tensors = {tensor: reader.get_tensor(tensor) for tensor in TENSOR_FIELDS}
         except GraphFormatError:
             raise
         except Exception as exc:  # safetensors raises its own error types for corrupt files
             raise GraphFormatError(
-                f"{name}: not a readable safetensors file ({type(exc).__name__}: {exc}); the file is corrupt or truncated"
+                f"{name}: not a readable safetensors file ({type(exc).__name__}: {exc}); "
+                "the file is corrupt or truncated"
             ) from exc
         values: dict[str, Any] = {}
         for header_field in HEADER_FIELDS:
             try:
                 values[header_field] = json.loads(header[header_field])
             except json.JSONDecodeError as exc:
-                raise GraphFormatError(f"{name}: header field {header_field!r} is not valid JSON ({exc})") from exc
+                raise GraphFormatError(
+                    f"{name}: header field {header_field!r} is not valid JSON ({exc})"
+                ) from exc
         _check_header_types(name, values)
         try:
             return cls(**values, **tensors)
@@ -353,7 +360,8 @@ def _check_header(name: str, header: dict[str, str]) -> None:
     found = header.get("format")
     if found != FORMAT_NAME:
         raise GraphFormatError(
-            f"{name}: header __metadata__['format'] is {found!r}; expected {FORMAT_NAME!r} (not a tracewire graph)"
+            f"{name}: header __metadata__['format'] is {found!r}; "
+            f"expected {FORMAT_NAME!r} (not a tracewire graph)"
         )
     version_text = header.get("format_version", "")
     try:
@@ -363,7 +371,8 @@ def _check_header(name: str, header: dict[str, str]) -> None:
     if version != FORMAT_VERSION:
         newer = " (written by a newer tracewire; upgrade to read it)" if version > FORMAT_VERSION else ""
         raise GraphFormatError(
-            f"{name}: unknown graph format_version {version}{newer}; this tracewire reads version {FORMAT_VERSION}"
+            f"{name}: unknown graph format_version {version}{newer}; "
+            f"this tracewire reads version {FORMAT_VERSION}"
         )
     missing = [key for key in HEADER_FIELDS if key not in header]
     if missing:
@@ -380,7 +389,9 @@ def _check_header_types(name: str, values: dict[str, Any]) -> None:
     }
     for key, kind in expected.items():
         if not isinstance(values[key], kind) or isinstance(values[key], bool):
-            raise GraphFormatError(f"{name}: header field {key!r} is {type(values[key]).__name__}; expected {kind}")
+            raise GraphFormatError(
+                f"{name}: header field {key!r} is {type(values[key]).__name__}; expected {kind}"
+            )
     for key in ("token_strings", "target_labels"):
         if not all(isinstance(item, str) for item in values[key]):
             raise GraphFormatError(f"{name}: header field {key!r} must be a list of strings")
@@ -429,7 +440,8 @@ def _problems(graph: Graph) -> Iterator[str]:
     ]
     for name, shape, meaning in shape_rules:
         if tuple(getattr(graph, name).shape) != shape:
-            yield f"field {name!r} has shape {tuple(getattr(graph, name).shape)}; expected {meaning} = {shape}"
+            found = tuple(getattr(graph, name).shape)
+            yield f"field {name!r} has shape {found}; expected {meaning} = {shape}"
             return
     if graph.target_vectors.shape[0] != n_targets:
         yield (
@@ -438,15 +450,19 @@ def _problems(graph: Graph) -> Iterator[str]:
         )
         return
     if len(graph.token_strings) != n_pos:
-        yield f"field 'token_strings' has {len(graph.token_strings)} entries; expected one per token ({n_pos})"
+        count = len(graph.token_strings)
+        yield f"field 'token_strings' has {count} entries; expected one per token ({n_pos})"
     if len(graph.target_labels) != n_targets:
-        yield f"field 'target_labels' has {len(graph.target_labels)} entries; expected one per target ({n_targets})"
+        count = len(graph.target_labels)
+        yield f"field 'target_labels' has {count} entries; expected one per target ({n_targets})"
     if n_features:
         layers, positions = graph.features[:, 0], graph.features[:, 1]
         if int(layers.min()) < 0 or int(layers.max()) >= graph.n_layers:
-            yield f"field 'features' has layers {int(layers.min())}..{int(layers.max())}; expected 0..{graph.n_layers - 1}"
+            found_range = f"{int(layers.min())}..{int(layers.max())}"
+            yield f"field 'features' has layers {found_range}; expected 0..{graph.n_layers - 1}"
         if int(positions.min()) < 0 or int(positions.max()) >= n_pos:
-            yield f"field 'features' has positions {int(positions.min())}..{int(positions.max())}; expected 0..{n_pos - 1}"
+            found_range = f"{int(positions.min())}..{int(positions.max())}"
+            yield f"field 'features' has positions {found_range}; expected 0..{n_pos - 1}"
         if int(graph.features[:, 2].min()) < 0:
             yield "field 'features' has a negative feature id"
     if n_edges:
@@ -463,5 +479,4 @@ def _problems(graph: Graph) -> Iterator[str]:
     for name in ("tokens", "target_token_ids"):
         values = getattr(graph, name)
         if values.numel() and int(values.min()) < -1:
-            yield f"field {name!r} has value {int(values.min())}; expected token ids >= 0 (or -1 for unknown/custom)"
-
+            yield f"field {name!r} has value {int(values.min())}; expected ids >= 0 (-1: unknown/custom)"

@@ -53,22 +53,30 @@ def propagate_influence(
 ) -> torch.Tensor:
     """``startᵀ(Â + Â² + …)`` for ``Â`` given per edge; GraphFormatError if it never reaches zero.
 
-    A vector that is still non-zero after ``max_iterations`` products means a cycle (or a graph
-    deeper than ``max_iterations``): the series would not terminate, and the graph is not the DAG
+    A vector that is still non-zero after ``min(max_iterations, N + 1)`` products means a cycle
+    (or a graph deeper than ``max_iterations``): the series would not terminate, and the graph is not the DAG
     an attribution graph must be.
     """
     total = torch.zeros_like(start)
     current = start
-    for _ in range(max_iterations):
-        following = torch.zeros_like(start).index_add_(0, sources, current[targets] * normalized)
-        if not bool(following.any()):
+    # Termination is decided on the support, not the values: in a cycle whose weights decay,
+    # values would underflow to zero and hide it. A DAG's longest path has at most N - 1 edges,
+    # so N + 1 steps always suffice.
+    active = start != 0
+    edge_live = normalized != 0
+    limit = min(max_iterations, start.numel() + 1)
+    for _ in range(limit):
+        edge_active = active[targets] & edge_live
+        if not bool(edge_active.any()):
             return total
-        total += following
-        current = following
-    still_active = torch.nonzero(current).flatten()[:10].tolist()
+        current = torch.zeros_like(start).index_add_(0, sources, current[targets] * normalized)
+        total += current
+        active = torch.zeros_like(active)
+        active[sources[edge_active]] = True
+    still_active = torch.nonzero(active).flatten()[:10].tolist()
     raise GraphFormatError(
-        f"influence did not vanish after {max_iterations} steps: the graph has a cycle (or is deeper than "
-        f"{max_iterations}); nodes still carrying influence include {still_active}; an attribution graph must "
+        f"influence did not vanish after {limit} steps: the graph has a cycle (or is deeper than "
+        f"{limit}); nodes still carrying influence include {still_active}; an attribution graph must "
         "be a DAG with edges from earlier to later nodes"
     )
 

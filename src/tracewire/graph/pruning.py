@@ -124,7 +124,9 @@ def prune_graph(graph: Graph, node_threshold: float = 0.8, edge_threshold: float
     return PruneResult(node_mask, edge_mask, cumulative_scores(influence))
 
 
-def _remove_dangling(graph: Graph, node_mask: torch.Tensor, edge_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _remove_dangling(
+    graph: Graph, node_mask: torch.Tensor, edge_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixpoint: features/errors need a kept outgoing edge, features a kept incoming edge."""
     n_nodes, n_features, token_offset = graph.n_nodes, graph.n_features, graph.token_offset
     targets, sources = graph.edge_targets, graph.edge_sources
@@ -161,7 +163,8 @@ def subgraph(graph: Graph, result: PruneResult) -> Graph:
     """
     if result.node_mask.shape != (graph.n_nodes,) or result.edge_mask.shape != (graph.n_edges,):
         raise ValueError(
-            f"PruneResult masks have shapes {tuple(result.node_mask.shape)} / {tuple(result.edge_mask.shape)}; "
+            f"PruneResult masks have shapes {tuple(result.node_mask.shape)} / "
+            f"{tuple(result.edge_mask.shape)}; "
             f"this graph needs ({graph.n_nodes},) / ({graph.n_edges},)"
         )
     kept_features = result.node_mask[: graph.n_features]

@@ -103,14 +103,16 @@ class ScoreContext:
         if subset.dtype == torch.bool:
             if subset.shape not in ((self.n_nodes,), (self.n_features,)):
                 raise ValueError(
-                    f"node_subset mask has shape {tuple(subset.shape)}; expected ({self.n_nodes},) over all nodes "
+                    f"node_subset mask has shape {tuple(subset.shape)}; "
+                    f"expected ({self.n_nodes},) over all nodes "
                     f"or ({self.n_features},) over features"
                 )
             return subset[: self.n_features].clone()
         indices = subset.flatten().long()
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.n_nodes):
             raise ValueError(
-                f"node_subset has indices {int(indices.min())}..{int(indices.max())}; expected 0..{self.n_nodes - 1}"
+                f"node_subset has indices {int(indices.min())}..{int(indices.max())}; "
+                f"expected 0..{self.n_nodes - 1}"
             )
         mask = torch.zeros(self.n_features, dtype=torch.bool)
         mask[indices[indices < self.n_features]] = True

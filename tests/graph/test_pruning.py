@@ -1,0 +1,225 @@
+"""Influence, thresholds and pruning: a hand-built DAG and equality with dense references."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import dense_reference
+import pytest
+import torch
+from factory import dense_adjacency, hand_built_graph, random_graph
+
+from tracewire.errors import GraphFormatError
+from tracewire.graph.graph import Graph
+from tracewire.graph.influence import node_influence
+from tracewire.graph.pruning import (
+    PruneResult,
+    cumulative_scores,
+    find_threshold,
+    keep_all,
+    prune_graph,
+    subgraph,
+)
+
+
+def test_hand_built_influence() -> None:
+    # Â(target) = f0 3/8, f1 1/8, err 4/8; Â(f0) = tok0 1; Â(f1) = tok0 1/4, tok1 3/4.
+    expected = [0.1875, 0.0625, 0.0, 0.25, 0.203125, 0.046875, 0.0]
+    assert node_influence(hand_built_graph()).tolist() == pytest.approx(expected)
+
+
+def test_hand_built_pruning() -> None:
+    graph = hand_built_graph()
+    result = prune_graph(graph, node_threshold=0.8, edge_threshold=0.98)
+    # Influence ranks err(0,1) .25, tok0 .203, f0 .1875 (cum .854 ≥ .8): f1 and err(0,0) go.
+    assert result.node_mask.tolist() == [True, False, False, True, True, True, True]
+    # Edges kept: target←f0, target←err(0,1), f0←tok0 (all edges of the kept nodes).
+    assert result.edge_mask.tolist() == [True, False, True, True, False, False]
+    total = 0.75
+    expected_cumulative = [0.640625 / total, 0.703125 / total, 1.0, 0.25 / total, 0.453125 / total, 1.0, 1.0]
+    assert result.cumulative_scores.tolist() == pytest.approx(expected_cumulative, abs=1e-6)
+
+    # A low edge threshold keeps only target←err(0,1); f0 loses its outgoing edge and then goes.
+    strict = prune_graph(graph, node_threshold=0.8, edge_threshold=0.3)
+    assert strict.edge_mask.tolist() == [False, False, True, False, False, False]
+    assert strict.node_mask.tolist() == [False, False, False, True, True, True, True]
+
+
+def test_cycle_is_reported() -> None:
+    graph = hand_built_graph()
+    cyclic = replace(
+        graph,
+        edge_targets=torch.cat([graph.edge_targets, torch.tensor([4])]),
+        edge_sources=torch.cat([graph.edge_sources, torch.tensor([6])]),
+        edge_weights=torch.cat([graph.edge_weights, torch.tensor([1.0])]),
+    )
+    with pytest.raises(GraphFormatError, match="cycle"):
+        node_influence(cyclic)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_influence_equals_matrix_inverse(seed: int) -> None:
+    graph = random_graph(
+        n_layers=4, n_pos=5, n_features=40, n_targets=3, edge_density=0.3, seed=seed, dtype=torch.float64
+    )
+    adjacency = dense_reference.normalize(dense_adjacency(graph))
+    expected = dense_reference.influence(adjacency, dense_reference.logit_weights(graph))
+    assert torch.allclose(node_influence(graph), expected, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize(
+    ("node_fraction", "edge_fraction"), [(0.8, 0.98), (0.5, 0.7), (0.95, 0.9), (0.3, 0.5)]
+)
+def test_prune_equals_dense_reference(seed: int, node_fraction: float, edge_fraction: float) -> None:
+    graph = random_graph(
+        n_layers=4, n_pos=5, n_features=40, n_targets=3, edge_density=0.3, seed=seed, dtype=torch.float64
+    )
+    result = prune_graph(graph, node_fraction, edge_fraction)
+    node_mask, edge_mask, cumulative = dense_reference.prune(graph, node_fraction, edge_fraction)
+    assert torch.equal(result.node_mask, node_mask)
+    assert torch.equal(result.edge_mask, edge_mask)
+    assert torch.allclose(result.cumulative_scores, cumulative, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_prune_float32_matches_float64_reference(seed: int) -> None:
+    graph = random_graph(n_layers=3, n_pos=4, n_features=30, n_targets=2, edge_density=0.3, seed=seed)
+    result = prune_graph(graph)
+    node_mask, edge_mask, _ = dense_reference.prune(graph.to(torch.float64), 0.8, 0.98)
+    assert torch.equal(result.node_mask, node_mask)
+    assert torch.equal(result.edge_mask, edge_mask)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.8, 0.98, 0.999, 1.0])
+def test_find_threshold_equals_sort_definition(fraction: float) -> None:
+    generator = torch.Generator().manual_seed(0)
+    # Heavy-tailed, with ties and zeros; large enough for the top-k path.
+    scores = torch.rand(200_000, generator=generator) ** 8
+    scores[:1000] = 0.0
+    scores[1000:1100] = scores[2000]
+    assert float(find_threshold(scores, fraction)) == float(dense_reference.threshold(scores, fraction))
+
+
+def test_find_threshold_edge_cases() -> None:
+    assert float(find_threshold(torch.zeros(0), 0.8)) == 0.0
+    assert float(find_threshold(torch.zeros(5), 0.8)) == 0.0
+    assert float(find_threshold(torch.tensor([3.0]), 0.8)) == 3.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tokens_and_targets_always_kept(seed: int) -> None:
+    graph = random_graph(n_layers=3, n_pos=5, n_features=30, n_targets=3, edge_density=0.2, seed=seed)
+    result = prune_graph(graph, node_threshold=0.1, edge_threshold=0.1)
+    assert bool(result.node_mask[graph.token_offset :].all())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_threshold_one_keeps_everything_reachable(seed: int) -> None:
+    graph = random_graph(
+        n_layers=3, n_pos=4, n_features=30, n_targets=2, edge_density=0.3, seed=seed, dtype=torch.float64
+    )
+    influence = node_influence(graph)
+    result = prune_graph(graph, node_threshold=1.0, edge_threshold=1.0)
+    # Every factory feature has an input, so a node with influence lies on a token→target path.
+    assert bool(result.node_mask[influence > 0].all())
+    reaching = (influence[graph.edge_sources] > 0) & (graph.edge_targets >= 0)
+    into_influential = reaching & (
+        (influence[graph.edge_targets] > 0) | (graph.edge_targets >= graph.target_offset)
+    )
+    assert bool(result.edge_mask[into_influential].all())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_monotone_in_thresholds(seed: int) -> None:
+    graph = random_graph(n_layers=4, n_pos=5, n_features=50, n_targets=3, edge_density=0.3, seed=seed)
+    influence = node_influence(graph)
+    previous_nodes = torch.zeros(graph.n_nodes, dtype=torch.bool)
+    for fraction in (0.1, 0.3, 0.5, 0.7, 0.9, 1.0):
+        selected = influence >= find_threshold(influence, fraction)
+        assert bool((selected | ~previous_nodes).all()), "node selection must grow with the node threshold"
+        previous_nodes = selected
+    previous = prune_graph(graph, 0.8, 0.1)
+    for edge_fraction in (0.3, 0.6, 0.9, 0.98, 1.0):
+        current = prune_graph(graph, 0.8, edge_fraction)
+        assert bool((current.edge_mask | ~previous.edge_mask).all())
+        assert bool((current.node_mask | ~previous.node_mask).all())
+        previous = current
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_no_dangling_nodes_after_fixpoint(seed: int) -> None:
+    graph = random_graph(n_layers=4, n_pos=5, n_features=50, n_targets=3, edge_density=0.2, seed=seed)
+    result = prune_graph(graph, 0.6, 0.7)
+    kept_edges = result.edge_mask
+    assert bool((result.node_mask[graph.edge_sources[kept_edges]]).all())
+    assert bool((result.node_mask[graph.edge_targets[kept_edges]]).all())
+    outgoing = torch.zeros(graph.n_nodes, dtype=torch.bool)
+    outgoing[graph.edge_sources[kept_edges]] = True
+    incoming = torch.zeros(graph.n_nodes, dtype=torch.bool)
+    incoming[graph.edge_targets[kept_edges]] = True
+    kept = result.node_mask
+    assert bool(outgoing[: graph.token_offset][kept[: graph.token_offset]].all())
+    assert bool(incoming[: graph.n_features][kept[: graph.n_features]].all())
+
+
+def test_cumulative_scores_rank_order() -> None:
+    scores = cumulative_scores(torch.tensor([0.1, 0.4, 0.0, 0.5]))
+    assert scores.tolist() == pytest.approx([1.0, 0.9, 1.0, 0.5])
+
+
+def test_invalid_thresholds() -> None:
+    with pytest.raises(ValueError, match="node_threshold"):
+        prune_graph(hand_built_graph(), node_threshold=1.5)
+
+
+def test_subgraph_keeps_layout_and_kept_edges() -> None:
+    graph = random_graph(n_layers=3, n_pos=4, n_features=30, n_targets=2, seed=3)
+    result = prune_graph(graph, 0.6, 0.8)
+    pruned = subgraph(graph, result)
+    kept_features = result.node_mask[: graph.n_features]
+    assert torch.equal(pruned.features, graph.features[kept_features])
+    assert pruned.n_edges == int(result.edge_mask.sum())
+    assert pruned.n_errors == graph.n_errors and pruned.n_targets == graph.n_targets
+    assert pruned.metadata["pruned_from"] == {"n_features": graph.n_features, "n_edges": graph.n_edges}
+    old_ids = {_node_key(graph, i) for i in torch.nonzero(result.node_mask).flatten().tolist()}
+    new_edges = {
+        (_node_key(pruned, t), _node_key(pruned, s), w)
+        for t, s, w in zip(
+            pruned.edge_targets.tolist(), pruned.edge_sources.tolist(), pruned.edge_weights.tolist()
+        )
+    }
+    old_edges = {
+        (_node_key(graph, t), _node_key(graph, s), w)
+        for t, s, w, keep in zip(
+            graph.edge_targets.tolist(),
+            graph.edge_sources.tolist(),
+            graph.edge_weights.tolist(),
+            result.edge_mask.tolist(),
+        )
+        if keep
+    }
+    assert new_edges == old_edges
+    assert {key for edge in new_edges for key in edge[:2]} <= old_ids
+    again = subgraph(pruned, keep_all(pruned))
+    assert again.diff(replace(pruned, metadata=again.metadata)) == []
+
+
+def test_subgraph_rejects_foreign_result() -> None:
+    graph = random_graph(seed=1)
+    other = random_graph(seed=2, n_features=5)
+    with pytest.raises(ValueError, match="masks"):
+        subgraph(
+            graph,
+            PruneResult(
+                *(getattr(keep_all(other), f) for f in ("node_mask", "edge_mask", "cumulative_scores"))
+            ),
+        )
+
+
+def _node_key(graph: Graph, index: int) -> tuple[object, ...]:
+    """A layout-independent name for a node."""
+    kind = graph.node_kind(index)
+    if index < graph.n_features:
+        return (int(kind), *graph.features[index].tolist())
+    return (int(kind), index - graph.n_features)
