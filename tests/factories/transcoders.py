@@ -66,7 +66,7 @@ def write_gemmascope_layers(
     rng = np.random.default_rng(seed)
     written = []
     for layer in range(n_layers):
-        arrays = {
+        arrays: dict[str, Any] = {
             "W_enc": rng.standard_normal((d_model, d_tc)).astype(np.float32),
             "W_dec": rng.standard_normal((d_tc, d_model)).astype(np.float32),
             "b_enc": rng.standard_normal(d_tc).astype(np.float32),

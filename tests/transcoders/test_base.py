@@ -18,7 +18,8 @@ def dense_acts(ts: TranscoderSet, layer: int, x: Tensor) -> Tensor:
     """Activations from the raw parameters, without TranscoderSet.encode."""
     pre = torch.einsum("...d,fd->...f", x, ts.W_enc[layer]) + ts.b_enc[layer]
     if ts.activation_name == "jumprelu":
-        threshold = ts.activations[layer].threshold
+        threshold = ts.threshold(layer)
+        assert threshold is not None
         return pre * (pre > threshold)
     if ts.activation_name == "relu":
         return pre.clamp_min(0)

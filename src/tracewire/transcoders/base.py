@@ -216,6 +216,11 @@ class TranscoderSet(nn.Module, ABC):
         assert isinstance(act, Activation)
         return act
 
+    def threshold(self, layer: int) -> Tensor | None:
+        """JumpReLU thresholds ``[d_tc]`` of ``layer``, or None for ReLU / TopK."""
+        threshold = getattr(self.activation(layer), "threshold", None)
+        return threshold if isinstance(threshold, Tensor) else None
+
     def encode(self, layer: int, x: Tensor) -> Tensor:
         """Dense feature activations ``[..., d_tc]`` of source layer ``layer``."""
         return self.activation(layer)(self.pre_activations(layer, x))

@@ -223,8 +223,8 @@ def _optional_tensors(
     ts: TranscoderSet, layer: int, *, threshold_key: str, skip_key: str
 ) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
-    threshold = getattr(ts.activation(layer), "threshold", None)
-    if isinstance(threshold, Tensor):
+    threshold = ts.threshold(layer)
+    if threshold is not None:
         out[threshold_key] = threshold
     if ts.W_skip is not None:
         out[skip_key] = ts.W_skip[layer]

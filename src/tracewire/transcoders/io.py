@@ -82,8 +82,11 @@ def load_transcoders(
             f"found shape {tuple(first.W_enc.shape)}"
         )
     d_tc, file_d_model = (int(s) for s in first.W_enc.shape)
-    dims_note = f"d_transcoder from {first.origin.get('W_enc')}, " + (
-        "d_model from the d_model argument" if d_model is not None else "d_model from the same tensor"
+    w_enc_at = first.origin.get("W_enc", "layer 0's W_enc")
+    dims_note = (
+        f"d_transcoder from {w_enc_at}, d_model from the d_model argument"
+        if d_model is not None
+        else f"both from the shape of {w_enc_at}"
     )
     target_dtype = dtype if dtype is not None else first.W_enc.dtype
     layers = [_cast(w, device=torch.device(device), dtype=target_dtype) for w in layers]

@@ -38,8 +38,12 @@ class ResolvedSource:
 
 
 def hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` is set to a true value in the environment now."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    """True when ``HF_HUB_OFFLINE`` is true now, or was when ``huggingface_hub`` was imported."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+        return True
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def resolve_source(source: str | os.PathLike[str]) -> ResolvedSource:
