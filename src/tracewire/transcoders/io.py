@@ -17,7 +17,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,8 @@ from tracewire.transcoders.cross_layer import CrossLayerTranscoder
 from tracewire.transcoders.files import read_yaml_mapping
 from tracewire.transcoders.lazy_rows import LazyRows
 from tracewire.transcoders.per_layer import PerLayerTranscoders
-from tracewire.transcoders.sources import fetch_hub_file, resolve_source
+from tracewire.transcoders.sites import input_site, output_site
+from tracewire.transcoders.sources import ResolvedSource, fetch_hub_file, resolve_source
 
 logger = logging.getLogger(__name__)
 
@@ -53,36 +54,21 @@ def load_transcoders(
     decoders stay on disk and ``decoder_vectors`` reads only the rows asked for.
     """
     resolved = resolve_source(source)
-    directory = resolved.directory
-    config_path = directory / ct.CONFIG_NAME
-    if config_path.is_file():
-        raw = read_yaml_mapping(config_path)
-        kind = _kind(raw, config_path)
+    header = _read_header(resolved)
+    if header.kind == "plt":
+        layers, ks = _read_plt_layers(header, n_layers=n_layers, lazy_decoder=lazy_decoder)
     else:
-        if not gs.find_layer_files(directory):
-            raise TranscoderFormatError(
-                f"{directory}: no {ct.CONFIG_NAME} (needed for model_kind and hooks) and no GemmaScope "
-                f"layer_{{i}}/{gs.PARAMS_NAME} files"
-            )
-        raw = {"feature_input_hook": gs.DEFAULT_INPUT_HOOK, "feature_output_hook": gs.DEFAULT_OUTPUT_HOOK}
-        kind = "plt"
-    if kind == "plt":
-        layers, ks = _read_plt_layers(
-            directory, raw, config_path, n_layers=n_layers, lazy_decoder=lazy_decoder
-        )
-    else:
-        layers = _read_clt_layers(directory, raw, config_path, n_layers=n_layers, lazy_decoder=lazy_decoder)
-        ks = []
-    activation, k = _activation(raw, config_path, layers, ks)
+        layers, ks = _read_clt_layers(header, n_layers=n_layers, lazy_decoder=lazy_decoder), []
+    activation, k = _activation(header.raw, header.config_path, layers, ks)
 
     first = layers[0]
+    w_enc_at = first.origin.get("W_enc", "layer 0's W_enc")
     if first.W_enc.ndim != 2:
         raise TranscoderFormatError(
-            f"{first.origin.get('W_enc', 'W_enc')}: expected a 2-D [d_transcoder, d_model] tensor, "
+            f"{w_enc_at}: expected a 2-D [d_transcoder, d_model] tensor, "
             f"found shape {tuple(first.W_enc.shape)}"
         )
     d_tc, file_d_model = (int(s) for s in first.W_enc.shape)
-    w_enc_at = first.origin.get("W_enc", "layer 0's W_enc")
     dims_note = (
         f"d_transcoder from {w_enc_at}, d_model from the d_model argument"
         if d_model is not None
@@ -92,23 +78,23 @@ def load_transcoders(
     layers = [_cast(w, device=torch.device(device), dtype=target_dtype) for w in layers]
     try:
         config = TranscoderConfig(
-            kind=kind,
-            model_name=_optional_str(raw, "model_name", config_path),
-            feature_input_hook=_required_str(raw, "feature_input_hook", config_path),
-            feature_output_hook=_required_str(raw, "feature_output_hook", config_path),
+            kind=header.kind,
+            model_name=header.model_name,
+            feature_input_hook=header.input_hook,
+            feature_output_hook=header.output_hook,
             activation=activation,
             k=k,
-            scan=_optional_str(raw, "scan", config_path) or resolved.scan_hint,
+            scan=header.scan,
             n_layers=len(layers),
             d_model=d_model if d_model is not None else file_d_model,
             d_transcoder=d_tc,
             has_skip=any(w.W_skip is not None for w in layers),
         )
     except TranscoderFormatError as e:
-        raise TranscoderFormatError(f"{config_path}: {e}") from e
-    cls = PerLayerTranscoders if kind == "plt" else CrossLayerTranscoder
+        raise TranscoderFormatError(f"{header.config_path}: {e}") from e
+    cls = PerLayerTranscoders if header.kind == "plt" else CrossLayerTranscoder
     ts = cls(config, layers, dims_note=dims_note)
-    logger.info("loaded %s from %s", ts.extra_repr(), directory)
+    logger.info("loaded %s from %s", ts.extra_repr(), header.directory)
     return ts
 
 
@@ -138,6 +124,53 @@ def save_transcoders(ts: TranscoderSet, directory: str | os.PathLike[str]) -> Pa
 
 
 # --------------------------------------------------------------------------- config fields
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What config.yaml says (checked before any weights are read, so typos fail fast)."""
+
+    directory: Path
+    config_path: Path
+    raw: Mapping[str, Any]
+    kind: str
+    model_name: str | None
+    input_hook: str
+    output_hook: str
+    scan: str | None
+
+
+def _read_header(resolved: ResolvedSource) -> _Header:
+    directory = resolved.directory
+    config_path = directory / ct.CONFIG_NAME
+    if config_path.is_file():
+        raw = read_yaml_mapping(config_path)
+        kind = _kind(raw, config_path)
+    elif gs.find_layer_files(directory):  # a bare GemmaScope tree: hooks are known
+        raw = {"feature_input_hook": gs.DEFAULT_INPUT_HOOK, "feature_output_hook": gs.DEFAULT_OUTPUT_HOOK}
+        kind = "plt"
+    else:
+        raise TranscoderFormatError(
+            f"{directory}: no {ct.CONFIG_NAME} (needed for model_kind and hooks) and no GemmaScope "
+            f"layer_{{i}}/{gs.PARAMS_NAME} files"
+        )
+    input_hook = _required_str(raw, "feature_input_hook", config_path)
+    output_hook = _required_str(raw, "feature_output_hook", config_path)
+    try:
+        input_site(input_hook)
+        output_site(output_hook)
+    except TranscoderFormatError as e:
+        raise TranscoderFormatError(f"{config_path}: {e}") from e
+    return _Header(
+        directory=directory,
+        config_path=config_path,
+        raw=raw,
+        kind=kind,
+        model_name=_optional_str(raw, "model_name", config_path),
+        input_hook=input_hook,
+        output_hook=output_hook,
+        scan=_optional_str(raw, "scan", config_path) or resolved.scan_hint,
+    )
 
 
 def _kind(raw: Mapping[str, Any], config_path: Path) -> str:
@@ -264,9 +297,11 @@ def _listed_files(raw: Mapping[str, Any], config_path: Path) -> dict[int, Path] 
 
 
 def _read_plt_layers(
-    directory: Path, raw: Mapping[str, Any], config_path: Path, *, n_layers: int | None, lazy_decoder: bool
+    header: _Header, *, n_layers: int | None, lazy_decoder: bool
 ) -> tuple[list[LayerWeights], list[tuple[Path, int | None]]]:
-    files = _listed_files(raw, config_path)
+    """Per-layer weights, and each safetensors file's TopK ``k`` tensor (if any)."""
+    directory, config_path = header.directory, header.config_path
+    files = _listed_files(header.raw, config_path)
     if files is not None:
         where, name_of = config_path, (lambda i: f"entry for layer {i} in 'transcoders'")
     else:
@@ -293,10 +328,10 @@ def _read_plt_layers(
     return layers, ks
 
 
-def _read_clt_layers(
-    directory: Path, raw: Mapping[str, Any], config_path: Path, *, n_layers: int | None, lazy_decoder: bool
-) -> list[LayerWeights]:
-    listed = _listed_files(raw, config_path)
+def _read_clt_layers(header: _Header, *, n_layers: int | None, lazy_decoder: bool) -> list[LayerWeights]:
+    """Per-layer weights from W_enc_{i} / W_dec_{i} files (in the directory or listed in the config)."""
+    directory = header.directory
+    listed = _listed_files(header.raw, header.config_path)
     pool = {p.name: p for p in listed.values()} if listed is not None else None
 
     def numbered(pattern: re.Pattern[str]) -> dict[int, Path]:
