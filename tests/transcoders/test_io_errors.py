@@ -100,6 +100,13 @@ def test_clt_decoder_shape(clt_dir: Path) -> None:
     assert "expected (16, 3, 8) = [d_transcoder, n_layers - 0, d_model]" in message
 
 
+def test_skip_in_some_layers_only(tmp_path: Path) -> None:
+    directory = save_transcoders(random_set("skip-plt"), tmp_path)
+    edit_tensors(directory / "layer_1.safetensors", W_skip=None)
+    message = load_error(directory)
+    assert "layer_1.safetensors, tensor 'W_skip': missing" in message
+
+
 def test_non_floating_dtype(plt_dir: Path) -> None:
     edit_tensors(plt_dir / "layer_0.safetensors", W_enc=torch.zeros(16, 8, dtype=torch.int32))
     message = load_error(plt_dir)

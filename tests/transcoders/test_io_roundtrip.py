@@ -133,3 +133,11 @@ def test_save_refuses_stale_layer_files(tmp_path: Path) -> None:
     with pytest.raises(TranscoderFormatError, match=r"layer_2\.safetensors"):
         save_transcoders(random_set("plt", n_layers=2), tmp_path)
     save_transcoders(random_set("plt", n_layers=3, seed=5), tmp_path)  # overwriting the same files is fine
+
+
+def test_jumprelu_is_implied_by_thresholds_in_config(tmp_path: Path) -> None:
+    save_transcoders(random_set("plt", activation="jumprelu"), tmp_path / "j")
+    save_transcoders(random_set("plt", activation="relu"), tmp_path / "r")
+    assert "activation" not in yaml.safe_load((tmp_path / "j" / "config.yaml").read_text())
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["activation"] == "relu"
+    assert load_transcoders(tmp_path / "j").activation_name == "jumprelu"

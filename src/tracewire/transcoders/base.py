@@ -151,6 +151,7 @@ class TranscoderSet(nn.Module, ABC):
             raise TranscoderFormatError("either every layer's W_dec is lazy (LazyRows) or none is")
         self._lazy_decoders: list[LazyRows] | None = lazy or None
         self.W_dec: nn.ParameterList | None = nn.ParameterList([_frozen(t) for t in eager]) if eager else None
+        self.requires_grad_(False)  # thresholds too; see the module docstring
 
     # ----------------------------------------------------------------- layout (subclasses)
 
@@ -236,7 +237,7 @@ class TranscoderSet(nn.Module, ABC):
     def encoder_vectors(self, layer: int, feat_idx: Tensor) -> Tensor:
         """Rows of ``W_enc`` (no bias): ``[n, d_model]``."""
         self._check_layer(layer)
-        return self.W_enc[layer][feat_idx]
+        return self.W_enc[layer][feat_idx.to(self.device)]
 
     # ----------------------------------------------------------------- decoding
 

@@ -157,17 +157,19 @@ def _layer_weights(
 
 
 def config_mapping(config: TranscoderConfig) -> dict[str, Any]:
-    """The ``config.yaml`` content for ``config`` (sizes are implied by the tensors, so not written)."""
+    """The ``config.yaml`` content for ``config`` (sizes are implied by the tensors, so not written).
+
+    ``activation`` is left out for JumpReLU: circuit-tracer's documented values are ``relu`` and
+    ``topk``, and an absent ``activation`` with threshold tensors present already means JumpReLU.
+    """
     model_kind = {kind: name for name, kind in MODEL_KINDS.items()}[config.kind]
-    data: dict[str, Any] = {
-        "model_kind": model_kind,
-        "model_name": config.model_name,
-        "feature_input_hook": config.feature_input_hook,
-        "feature_output_hook": config.feature_output_hook,
-        "activation": config.activation,
-    }
-    if config.model_name is None:
-        del data["model_name"]
+    data: dict[str, Any] = {"model_kind": model_kind}
+    if config.model_name is not None:
+        data["model_name"] = config.model_name
+    data["feature_input_hook"] = config.feature_input_hook
+    data["feature_output_hook"] = config.feature_output_hook
+    if config.activation != "jumprelu":
+        data["activation"] = config.activation
     if config.k is not None:
         data["k"] = config.k
     if config.scan is not None:
