@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ class LoadedModel:
         return next(self.model.parameters()).dtype
 
     # -- tokens --------------------------------------------------------------------------------
-    def encode(self, prompt: str | list[int] | torch.Tensor, *, prepend_bos: bool = True) -> torch.Tensor:
+    def encode(self, prompt: str | Sequence[int] | torch.Tensor, *, prepend_bos: bool = True) -> torch.Tensor:
         """Token ids ``[n_pos]`` for a prompt, with this model's BOS prepended once."""
         if isinstance(prompt, str):
             if self.tokenizer is None:

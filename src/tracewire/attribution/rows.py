@@ -1,0 +1,195 @@
+"""Phase 2: attribution rows by injected gradients, restricted to the causal cone.
+
+One *row* holds the direct effects of every source on one target node. For a batch of targets
+the engine replays the frozen (exactly linear) model on ``B`` copies of the prompt's *prefix*
+up to the batch's last target position, stopping right after the highest target layer; each
+copy's scalar read-out is its own target (a feature's encoder row dotted with the transcoder
+input — its pre-activation without bias — or a demeaned logit direction dotted with the final
+residual). One backward pass then gives, per copy, the gradient at every MLP output site and at
+the embeddings, which contract with the sources:
+
+- feature ``s`` (layer ``i``, position ``p``): ``Σ_{l'} a_s ⟨W_dec^{i→l'}[s], ∂g/∂y_{l'}[p]⟩``;
+- error ``(l, p)``: ``⟨e[l, p], ∂g/∂y_l[p]⟩``; token ``p``: ``⟨emb[p], ∂g/∂emb[p]⟩``.
+
+Work outside the cone — positions after the target, layers above it — is never done: the
+replay is a prefix and stops early. Exact zeros (outside a row's own cone) are not stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tracewire.attribution.components import Components
+from tracewire.replacement.model import ReplacementModel
+from tracewire.replacement.state import FrozenState
+
+#: Bytes a gathered gradient chunk may take when contracting with decoder rows.
+GATHER_BYTES = 64 * 2**20
+
+
+@dataclass
+class RowRequest:
+    """A batch of targets: layer ``n_layers`` means "read the final residual" (a logit)."""
+
+    node: torch.Tensor  # int64 [B] row node ids (global attribution index space)
+    layer: torch.Tensor  # int64 [B]
+    pos: torch.Tensor  # int64 [B]
+    vector: torch.Tensor  # [B, d] read-out direction
+
+
+@dataclass
+class RowBatch:
+    row_nodes: torch.Tensor  # int64 [B] the batch's row nodes, aligned with abs_sums
+    rows: torch.Tensor  # int64 [E] row node ids
+    cols: torch.Tensor  # int64 [E] source node ids
+    values: torch.Tensor  # float32 [E]
+    abs_sums: torch.Tensor  # float32 [B] Σ|A| over every source (before any per-row cap)
+    dropped_abs: torch.Tensor  # float32 [B] Σ|A| of feature edges dropped by the per-row cap
+    work: int  # positions × layers touched by this batch's replay/backward, times B
+
+
+class NodeSpace:
+    """The index space used while attributing: ``[all active features | errors | tokens | targets]``."""
+
+    def __init__(self, n_features: int, n_layers: int, n_pos: int, n_targets: int) -> None:
+        self.n_features, self.n_layers, self.n_pos, self.n_targets = n_features, n_layers, n_pos, n_targets
+        self.error_offset = n_features
+        self.token_offset = n_features + n_layers * n_pos
+        self.target_offset = self.token_offset + n_pos
+        self.size = self.target_offset + n_targets
+
+
+def compute_rows(
+    rm: ReplacementModel,
+    state: FrozenState,
+    comps: Components,
+    space: NodeSpace,
+    request: RowRequest,
+    *,
+    max_row_feature_edges: int | None = None,
+) -> RowBatch:
+    """Rows for one batch of targets (see the module docstring)."""
+    ts = rm.transcoders
+    assert ts is not None
+    n_layers = rm.n_layers
+    batch = int(request.node.numel())
+    layers = request.layer.tolist()
+    positions = request.pos.tolist()
+    length = max(positions) + 1
+    top = max(layers)  # the replay stops after this layer's transcoder input (n_layers: final norm)
+
+    with torch.enable_grad():
+        run = rm.replay(state, length=length, batch=batch, stop_after_layer=top)
+        assert run.embeddings is not None
+        objective = run.embeddings.new_zeros((), dtype=torch.float32)
+        vector = request.vector.to(run.embeddings.dtype)
+        for layer in sorted(set(layers)):
+            idx = [b for b in range(batch) if layers[b] == layer]
+            rows_t = torch.tensor(idx, device=run.embeddings.device)
+            pos_t = request.pos.to(run.embeddings.device)[rows_t]
+            site = run.final_resid if layer >= n_layers else run.transcoder_inputs[layer]
+            assert site is not None
+            objective = objective + (site[rows_t, pos_t] * vector[rows_t]).float().sum()
+        grad_layers = list(range(min(top, n_layers)))
+        inputs = [run.embeddings, *(run.outputs[layer] for layer in grad_layers)]
+        grads = torch.autograd.grad(objective, inputs, allow_unused=True)
+    grad_emb = _or_zeros(grads[0], run.embeddings).float()
+    grad_out = {layer: _or_zeros(g, run.outputs[layer]).float() for layer, g in zip(grad_layers, grads[1:])}
+    del run, grads
+
+    row_nodes = request.node.cpu()
+    device = grad_emb.device
+    # tokens
+    token_vals = (grad_emb * comps.token_vectors[:length].float()).sum(-1)  # [B, length]
+    # errors
+    if grad_layers:
+        err_vals = torch.stack(
+            [(grad_out[layer] * comps.errors[layer, :length].float()).sum(-1) for layer in grad_layers], dim=1
+        )  # [B, top, length]
+    else:
+        err_vals = torch.zeros(batch, 0, length, device=device)
+    # features
+    feat_cols, feat_vals = _feature_edges(ts, comps, grad_out, grad_layers, length, batch)
+
+    abs_sums = token_vals.abs().sum(-1) + err_vals.abs().sum((-1, -2))
+    dropped = torch.zeros(batch, device=device)
+    if feat_vals.numel():
+        abs_sums = abs_sums + feat_vals.abs().sum(-1)
+        if max_row_feature_edges is not None and feat_vals.shape[1] > max_row_feature_edges:
+            keep = feat_vals.abs().topk(max_row_feature_edges, dim=1).indices
+            kept_vals = feat_vals.gather(1, keep)
+            dropped = feat_vals.abs().sum(-1) - kept_vals.abs().sum(-1)
+            feat_vals, feat_cols_b = kept_vals, feat_cols[keep]
+        else:
+            feat_cols_b = feat_cols.expand(batch, -1)
+    else:
+        feat_cols_b = feat_cols.reshape(1, 0).expand(batch, 0)
+
+    err_cols = (
+        space.error_offset
+        + torch.tensor(grad_layers, device=device, dtype=torch.long)[:, None] * space.n_pos
+        + torch.arange(length, device=device)[None, :]
+    ).reshape(-1)
+    tok_cols = space.token_offset + torch.arange(length, device=device)
+    cols = torch.cat([feat_cols_b, err_cols.expand(batch, -1), tok_cols.expand(batch, -1)], dim=1)
+    vals = torch.cat([feat_vals, err_vals.reshape(batch, -1), token_vals], dim=1)
+    b_idx, j_idx = (vals != 0).nonzero(as_tuple=True)
+    return RowBatch(
+        row_nodes=row_nodes,
+        rows=row_nodes[b_idx.cpu()],
+        cols=cols[b_idx, j_idx].cpu(),
+        values=vals[b_idx, j_idx].cpu(),
+        abs_sums=abs_sums.cpu(),
+        dropped_abs=dropped.cpu(),
+        work=batch * length * min(top, n_layers),
+    )
+
+
+def _feature_edges(
+    ts: object,
+    comps: Components,
+    grad_out: dict[int, torch.Tensor],
+    grad_layers: list[int],
+    length: int,
+    batch: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[n]`` global feature ids in the cone and ``[B, n]`` their edge values."""
+    cols, vals = [], []
+    top = len(grad_layers)
+    for source in range(top):
+        sl = comps.layer_slice(source, max_pos=length)
+        n = sl.stop - sl.start
+        if n == 0:
+            continue
+        out_layers = [layer for layer in ts.output_layers(source) if layer < top]  # type: ignore[attr-defined]
+        if not out_layers:
+            continue
+        pos = comps.pos[sl]
+        feat = comps.feature[sl]
+        act = comps.activation[sl]
+        # [B, n_out, length, d] gradients of the output layers this source writes to
+        stacked = torch.stack([grad_out[layer] for layer in out_layers], dim=1)
+        first = out_layers[0] - source
+        d_model = stacked.shape[-1]
+        chunk = max(1, GATHER_BYTES // max(1, 4 * batch * len(out_layers) * d_model))
+        values = torch.empty(batch, n, device=stacked.device)
+        for start in range(0, n, chunk):
+            end = min(n, start + chunk)
+            dec = ts.decoder_vectors(source, feat[start:end])  # type: ignore[attr-defined]
+            dec = (
+                dec[:, first : first + len(out_layers)].float() * act[start:end, None, None]
+            )  # [c, n_out, d]
+            gathered = stacked[:, :, pos[start:end]]  # [B, n_out, c, d]
+            values[:, start:end] = torch.einsum("bocd,cod->bc", gathered, dec)
+        cols.append(torch.arange(sl.start, sl.stop, device=stacked.device))
+        vals.append(values)
+    if not cols:
+        device = next(iter(grad_out.values())).device if grad_out else comps.pos.device
+        return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(batch, 0, device=device)
+    return torch.cat(cols), torch.cat(vals, dim=1)
+
+
+def _or_zeros(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if grad is None else grad

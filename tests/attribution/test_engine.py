@@ -1,0 +1,172 @@
+"""The attribution engine against independent ground truth (tiny random models, fp32)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from tests.attribution.oracle import graph_dense, jacobian_adjacency, perturbation_adjacency
+from tests.factories.models import ARCHS, random_ids, tiny_model
+from tracewire.attribution.engine import attribute
+from tracewire.attribution.targets import CustomTarget, LogitDifference
+from tracewire.replacement.model import ReplacementModel
+from tracewire.transcoders.synthetic import random_clt, random_plt
+
+KINDS = ("plt", "skip", "clt")
+ACTIVATIONS = ("jumprelu", "relu", "topk")
+
+
+def _setup(arch: str, kind: str, activation: str, *, seed: int = 0, d_tc: int = 24):
+    lm = tiny_model(arch, seed=seed)
+    maker = random_clt if kind == "clt" else random_plt
+    ts = maker(3, lm.d_model, d_tc, activation=activation, skip=kind == "skip", seed=seed)
+    return ReplacementModel(lm, ts)
+
+
+def _check_edges(graph, expected, *, atol=1e-5, rtol=1e-4) -> None:
+    got = graph_dense(graph)
+    # every graph edge is right, and no edge is missing
+    assert torch.allclose(got, expected, atol=atol, rtol=rtol), (got - expected).abs().max()
+    assert graph.n_edges > 0
+
+
+@pytest.mark.parametrize(("arch", "kind", "activation"), list(itertools.product(ARCHS, KINDS, ACTIVATIONS)))
+def test_every_edge_equals_a_frozen_model_intervention(arch: str, kind: str, activation: str) -> None:
+    rm = _setup(arch, kind, activation)
+    graph = attribute(random_ids(6, seed=1), rm, progress=False, batch_size=16)
+    assert graph.n_features > 10
+    _check_edges(graph, perturbation_adjacency(rm, graph))
+
+
+@pytest.mark.parametrize(
+    ("arch", "kind"), [("llama", "skip"), ("gemma2", "clt"), ("gpt2", "plt"), ("qwen3", "clt")]
+)
+def test_edges_match_a_brute_force_jacobian(arch: str, kind: str) -> None:
+    rm = _setup(arch, kind, "jumprelu", seed=2)
+    graph = attribute(random_ids(5, seed=3), rm, progress=False)
+    _check_edges(graph, jacobian_adjacency(rm, graph))
+
+
+def test_batch_size_and_target_order_do_not_matter() -> None:
+    rm = _setup("gemma3", "clt", "relu", seed=4)
+    ids = random_ids(7, seed=5)
+    base = graph_dense(attribute(ids, rm, progress=False, batch_size=64))
+    for batch_size in (1, 3, 7):
+        other = graph_dense(attribute(ids, rm, progress=False, batch_size=batch_size))
+        assert torch.allclose(base, other, atol=1e-6, rtol=1e-5)
+    tokens = [5, 9, 11]
+    a = attribute(ids, rm, targets=tokens, progress=False)
+    b = attribute(ids, rm, targets=tokens[::-1], progress=False)
+    dense_a, dense_b = graph_dense(a), graph_dense(b)
+    n = a.n_nodes
+    for k, vocab in enumerate(tokens):
+        kb = tokens[::-1].index(vocab)
+        assert torch.allclose(dense_a[n - 3 + k], dense_b[n - 3 + kb], atol=1e-6)
+
+
+def test_bf16_close_to_fp32() -> None:
+    """bf16 rows agree with fp32 within 5% of the largest edge of each row (bf16 has 8 mantissa bits)."""
+    rm32 = _setup("llama", "skip", "relu", seed=6)
+    ids = random_ids(6, seed=7)
+    g32 = attribute(ids, rm32, targets=[5], progress=False)
+    lm16 = tiny_model("llama", seed=6, dtype=torch.bfloat16)
+    ts16 = random_plt(3, lm16.d_model, 24, activation="relu", skip=True, seed=6, dtype=torch.bfloat16)
+    g16 = attribute(ids, ReplacementModel(lm16, ts16), targets=[5], progress=False)
+    d32 = graph_dense(g32)
+    target = g32.n_nodes - 1
+    row32 = d32[target]
+    row16 = graph_dense(g16)[g16.n_nodes - 1]
+    # compare error and token columns (their node ids do not depend on which features are active)
+    tail32, tail16 = row32[g32.n_features : target], row16[g16.n_features : g16.n_nodes - 1]
+    scale = tail32.abs().max()
+    assert (tail32 - tail16).abs().max() <= 0.05 * scale
+
+
+def test_budget_selects_the_most_influential_features() -> None:
+    from tracewire.graph.influence import node_influence
+
+    rm = _setup("llama", "plt", "relu", seed=8, d_tc=48)
+    ids = random_ids(8, seed=9)
+    full = attribute(ids, rm, progress=False)
+    budget = 40
+    part = attribute(ids, rm, progress=False, max_feature_nodes=budget, batch_size=8, update_interval=1)
+    assert part.n_features == budget
+    influence = node_influence(full)[: full.n_features]
+    top = {tuple(f) for f in full.features[influence.topk(budget).indices].tolist()}
+    chosen = {tuple(f) for f in part.features.tolist()}
+    assert len(top & chosen) / budget >= 0.9
+    # edges among the chosen nodes equal those of the full graph
+    assert part.metadata["influence_refreshes"] >= 2
+
+
+def test_custom_and_chosen_targets() -> None:
+    rm = _setup("qwen2", "skip", "jumprelu", seed=10)
+    lm = rm.loaded
+    ids = random_ids(6, seed=11)
+    chosen = attribute(ids, rm, targets=["Paris", 9], progress=False)
+    assert chosen.target_labels[0] == "Paris" and chosen.target_token_ids.tolist() == [7, 9]
+    diff = attribute(ids, rm, targets=[LogitDifference("Paris - w9", "Paris", 9)], progress=False)
+    dense_c, dense_d = graph_dense(chosen), graph_dense(diff)
+    n = chosen.n_nodes
+    assert torch.equal(chosen.features, diff.features)
+    n_src = n - 2  # features, errors, tokens: the same nodes in both graphs
+    want = dense_c[n - 2, :n_src] - dense_c[n - 1, :n_src]
+    assert torch.allclose(dense_d[diff.n_nodes - 1, :n_src], want, atol=1e-5)
+    # chosen-token rows are the demeaned unembedding rows: equal to a custom direction with that vector
+    unembed = lm.adapter.unembedding_matrix(lm.model)
+    vec = unembed[:, 7] - unembed.mean(dim=1)
+    custom = attribute(ids, rm, targets=[CustomTarget("Paris (custom)", vec)], progress=False)
+    assert torch.allclose(graph_dense(custom)[custom.n_nodes - 1, :n_src], dense_c[n - 2, :n_src], atol=1e-5)
+
+
+def test_multi_token_target_is_an_error() -> None:
+    from tracewire.errors import TargetError
+
+    rm = _setup("llama", "plt", "relu")
+    with pytest.raises(TargetError, match=r"not a single token"):
+        attribute(random_ids(5), rm, targets=["Paris Texas"], progress=False)
+
+
+def test_salient_logits_cover_the_probability_mass() -> None:
+    rm = _setup("llama", "plt", "relu")
+    graph = attribute(random_ids(5), rm, progress=False, desired_logit_prob=0.5, max_n_logits=7)
+    probs = graph.target_probabilities
+    assert 1 <= len(probs) <= 7
+    assert probs.sum() >= 0.5 or len(probs) == 7
+    assert probs[:-1].sum() < 0.5
+    assert torch.all(probs[:-1] >= probs[1:])
+
+
+def test_save_load_round_trip_and_corruption(tmp_path) -> None:
+    from tracewire.errors import GraphFormatError
+    from tracewire.graph.graph import Graph
+
+    rm = _setup("gpt2", "clt", "topk")
+    graph = attribute(random_ids(6), rm, progress=False)
+    path = tmp_path / "g.safetensors"
+    graph.save(path)
+    loaded = Graph.load(path)
+    for name in (
+        "tokens",
+        "features",
+        "activations",
+        "edge_targets",
+        "edge_sources",
+        "edge_weights",
+        "target_vectors",
+    ):
+        assert torch.equal(getattr(loaded, name), getattr(graph, name))
+    assert loaded.metadata["work"] == graph.metadata["work"]
+    data = path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(GraphFormatError, match=r"cut\.safetensors"):
+        Graph.load(tmp_path / "cut.safetensors")
+
+
+def test_causal_cone_does_less_work_than_the_reference() -> None:
+    rm = _setup("llama", "plt", "relu", d_tc=48)
+    graph = attribute(random_ids(12, seed=1), rm, progress=False, batch_size=16)
+    work = graph.metadata["work"]
+    assert work["position_layers_touched"] < work["reference_position_layers_touched"]
