@@ -1,0 +1,281 @@
+"""Neuronpedia graph JSON → Graph.
+
+What the JSON does not carry is lost: target vectors (zeros, width ``metadata["d_model"]`` when
+the file gives it, else 0), token ids of positions without an embedding node (-1), activations of
+non-feature nodes, the features and edges that pruning removed, and the unpruned influence. The
+JSON-only information (its metadata, qParams, which nodes it listed, their cumulative influence
+and clerps) is kept in ``graph.metadata["neuronpedia_import"]``, so the exporter can write an
+unmodified imported graph back exactly as it came.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tracewire.errors import GraphFormatError
+from tracewire.graph.graph import Graph
+from tracewire.graph.neuronpedia_ids import (
+    EMBEDDING_TYPE,
+    IMPORT_KEY,
+    LOGIT_CLERP,
+    LOGIT_TYPE,
+    cantor_unpair,
+)
+
+
+def from_neuronpedia_json(source: str | os.PathLike[str] | Mapping[str, Any]) -> Graph:
+    """A Graph from a Neuronpedia graph JSON (a path to ``.json`` / ``.json.gz``, or the parsed dict).
+
+    See the module docstring for what the JSON cannot give back. Raises GraphFormatError naming
+    the file and the node or link at fault for malformed input, including duplicate node ids
+    (e.g. circuit-tracer's old colliding error ids).
+    """
+    document, name = _read_document(source)
+    return _GraphBuilder(document, name).build()
+
+
+def _read_document(source: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+    if isinstance(source, Mapping):
+        return source, "graph JSON"
+    name = os.fspath(source)
+    raw = Path(name).read_bytes()
+    try:
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        document = json.loads(raw.decode("utf-8"))
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GraphFormatError(f"{name}: not a readable graph JSON ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(document, Mapping):
+        raise GraphFormatError(f"{name}: top level is {type(document).__name__}; expected an object")
+    return document, name
+
+
+class _GraphBuilder:
+    """Turns the node and link lists back into tracewire's node order."""
+
+    def __init__(self, document: Mapping[str, Any], name: str) -> None:
+        self.name = name
+        self.metadata = self._field(document, "metadata", Mapping)
+        self.nodes = self._field(document, "nodes", list)
+        self.links = self._field(document, "links", list)
+        self.q_params = document.get("qParams")
+        self.prompt_tokens = self._field(self.metadata, "prompt_tokens", list, "metadata.")
+        self.vocab_size = self.metadata.get("vocab_size")
+
+    def _field(self, mapping: Mapping[str, Any], key: str, kind: type, prefix: str = "") -> Any:
+        value = mapping.get(key)
+        if not isinstance(value, kind):
+            raise GraphFormatError(
+                f"{self.name}: field '{prefix}{key}' is {type(value).__name__}; expected {kind.__name__}"
+            )
+        return value
+
+    def build(self) -> Graph:
+        n_pos = len(self.prompt_tokens)
+        features: list[tuple[int, int, int]] = []
+        activations: list[float] = []
+        errors: list[tuple[int, int]] = []
+        tokens = [-1] * n_pos
+        targets: list[tuple[int, float, str]] = []
+        clerps: dict[str, str] = {}
+        kinds: list[tuple[str, int]] = []  # per node: (kind, index within its kind)
+        layers_seen = [0]
+        logit_layers: set[int] = set()
+        for number, node in enumerate(self.nodes):
+            kind, pos = self._kind_and_pos(node, number, n_pos)
+            if kind == "token":
+                tokens[pos] = self._token_id(node)
+                kinds.append(("token", pos))
+            elif kind == "target":
+                logit_layers.add(self._int(node.get("layer"), number, "layer"))
+                targets.append(self._target(node, number))
+                kinds.append(("target", len(targets) - 1))
+            elif kind == "error":
+                layer = self._int(node.get("layer"), number, "layer")
+                layers_seen.append(layer + 1)
+                errors.append((layer, pos))
+                kinds.append(("error", len(errors) - 1))
+            else:
+                layer, feature = self._feature_key(node, number)
+                layers_seen.append(layer + 1)
+                features.append((layer, pos, feature))
+                activation = node.get("activation")
+                activations.append(float(activation) if isinstance(activation, int | float) else 0.0)
+                if node.get("clerp"):
+                    clerps[f"{layer}_{feature}"] = str(node["clerp"])
+                kinds.append(("feature", len(features) - 1))
+        n_layers = max(logit_layers) - 1 if logit_layers else max(layers_seen)
+        if len(logit_layers) > 1 or n_layers < max(layers_seen):
+            raise GraphFormatError(
+                f"{self.name}: logit nodes have layers {sorted(logit_layers)}; expected one layer "
+                f"above every feature/error layer (max {max(layers_seen) - 1})"
+            )
+        if len(set(features)) != len(features):
+            raise GraphFormatError(f"{self.name}: a feature node (layer, pos, feature) occurs twice")
+
+        n_features = len(features)
+        error_offset, token_offset = n_features, n_features + n_layers * n_pos
+        target_offset = token_offset + n_pos
+        indices: list[int] = []
+        for kind, position in kinds:
+            if kind == "feature":
+                indices.append(position)
+            elif kind == "error":
+                layer, pos = errors[position]
+                indices.append(error_offset + layer * n_pos + pos)
+            elif kind == "token":
+                indices.append(token_offset + position)
+            else:
+                indices.append(target_offset + position)
+        id_to_index = self._id_map(indices)
+        edge_targets, edge_sources, edge_weights = self._edges(id_to_index)
+        influence = [node.get("influence") for node in self.nodes]
+
+        d_model = self.metadata.get("d_model", 0)
+        n_nodes = target_offset + len(targets)
+        graph_metadata: dict[str, Any] = {
+            "source_format": "neuronpedia-json",
+            "scan": self.metadata.get("scan"),
+            IMPORT_KEY: {
+                "metadata": dict(self.metadata),
+                "qParams": self.q_params,
+                "nodes": indices,
+                "influence": [value if isinstance(value, int | float) else None for value in influence],
+                "clerps": clerps,
+                "n_nodes": n_nodes,
+                "n_edges": len(edge_weights),
+            },
+        }
+        for key in ("vocab_size", "d_model"):
+            if isinstance(self.metadata.get(key), int):
+                graph_metadata[key] = self.metadata[key]
+        return Graph(
+            prompt=str(self.metadata.get("prompt", "")),
+            tokens=torch.tensor(tokens, dtype=torch.long),
+            token_strings=[str(token) for token in self.prompt_tokens],
+            n_layers=n_layers,
+            features=torch.tensor(features, dtype=torch.long).reshape(-1, 3),
+            activations=_float_tensor(activations),
+            target_labels=[label for _, _, label in targets],
+            target_token_ids=torch.tensor([vocab for vocab, _, _ in targets], dtype=torch.long),
+            target_probabilities=_float_tensor([prob for _, prob, _ in targets]),
+            target_vectors=torch.zeros(len(targets), d_model if isinstance(d_model, int) else 0),
+            edge_targets=torch.tensor(edge_targets, dtype=torch.long),
+            edge_sources=torch.tensor(edge_sources, dtype=torch.long),
+            edge_weights=_float_tensor(edge_weights),
+            metadata=graph_metadata,
+        )
+
+    def _kind_and_pos(self, node: Any, number: int, n_pos: int) -> tuple[str, int]:
+        if not isinstance(node, Mapping):
+            raise GraphFormatError(
+                f"{self.name}: nodes[{number}] is {type(node).__name__}; expected an object"
+            )
+        pos = self._int(node.get("ctx_idx"), number, "ctx_idx")
+        if not 0 <= pos < n_pos:
+            raise GraphFormatError(
+                f"{self.name}: nodes[{number}] ({node.get('node_id')!r}) has ctx_idx {pos}; "
+                f"expected 0..{n_pos - 1} (metadata.prompt_tokens has {n_pos} tokens)"
+            )
+        feature_type = str(node.get("feature_type", ""))
+        if feature_type == EMBEDDING_TYPE:
+            return "token", pos
+        if feature_type == LOGIT_TYPE:
+            return "target", pos
+        if "error" in feature_type:
+            return "error", pos
+        return "feature", pos
+
+    def _int(self, value: Any, number: int, key: str) -> int:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            raise GraphFormatError(
+                f"{self.name}: nodes[{number}].{key} is {value!r}; expected an integer"
+            ) from None
+
+    def _token_id(self, node: Mapping[str, Any]) -> int:
+        parts = str(node.get("node_id", "")).split("_")
+        try:
+            return int(parts[1]) if len(parts) == 3 and parts[0] == "E" else -1
+        except ValueError:
+            return -1
+
+    def _feature_key(self, node: Mapping[str, Any], number: int) -> tuple[int, int]:
+        """(layer, feature id) from the node id ``layer_feature_pos``, else by un-pairing ``feature``."""
+        layer = self._int(node.get("layer"), number, "layer")
+        parts = str(node.get("node_id", "")).split("_")
+        if len(parts) == 3 and parts[0] == str(layer) and parts[1].isdigit():
+            return layer, int(parts[1])
+        feature = node.get("feature")
+        if isinstance(feature, int) and feature >= 0:
+            paired_layer, feature_id = cantor_unpair(feature)
+            if paired_layer == layer:
+                return layer, feature_id
+        raise GraphFormatError(
+            f"{self.name}: nodes[{number}] ({node.get('node_id')!r}) is a feature whose id is neither "
+            "'{layer}_{feature}_{pos}' nor Cantor-paired in 'feature'"
+        )
+
+    def _target(self, node: Mapping[str, Any], number: int) -> tuple[int, float, str]:
+        vocab = self._int(node.get("feature"), number, "feature")
+        if isinstance(self.vocab_size, int) and vocab >= self.vocab_size:
+            vocab = -1  # custom target: a virtual id past the vocabulary
+        probability = node.get("token_prob", 0.0)
+        clerp = str(node.get("clerp", ""))
+        match = LOGIT_CLERP.match(clerp)
+        label = match.group("label") if match else clerp
+        return vocab, float(probability) if isinstance(probability, int | float) else 0.0, label
+
+    def _id_map(self, indices: list[int]) -> dict[str, int]:
+        id_to_index: dict[str, int] = {}
+        for node, index in zip(self.nodes, indices):
+            node_id = str(node.get("node_id"))
+            if node_id in id_to_index:
+                raise GraphFormatError(
+                    f"{self.name}: node id {node_id!r} occurs twice, so links to it are ambiguous "
+                    "(circuit-tracer before its fix of issue #78 gave error nodes ids '0_{layer}_{pos}' "
+                    "that collide with features; re-export the graph with a newer version)"
+                )
+            id_to_index[node_id] = index
+        return id_to_index
+
+    def _edges(self, id_to_index: Mapping[str, int]) -> tuple[list[int], list[int], list[float]]:
+        targets: list[int] = []
+        sources: list[int] = []
+        weights: list[float] = []
+        for number, link in enumerate(self.links):
+            if not isinstance(link, Mapping):
+                raise GraphFormatError(
+                    f"{self.name}: links[{number}] is {type(link).__name__}; expected an object"
+                )
+            for key, column in (("source", sources), ("target", targets)):
+                node_id = link.get(key)
+                if not isinstance(node_id, str) or node_id not in id_to_index:
+                    raise GraphFormatError(
+                        f"{self.name}: links[{number}].{key} is {node_id!r}; expected a node id from 'nodes'"
+                    )
+                column.append(id_to_index[node_id])
+            weight = link.get("weight")
+            if not isinstance(weight, int | float) or isinstance(weight, bool):
+                raise GraphFormatError(
+                    f"{self.name}: links[{number}].weight is {weight!r}; expected a number"
+                )
+            weights.append(float(weight))
+        return targets, sources, weights
+
+
+def _float_tensor(values: list[float]) -> torch.Tensor:
+    """float32 when that holds the JSON numbers exactly (tracewire's own exports), else float64."""
+    exact = torch.tensor(values, dtype=torch.float64)
+    single = exact.to(torch.float32)
+    return single if torch.equal(single.double(), exact) else exact
