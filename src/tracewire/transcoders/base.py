@@ -107,10 +107,6 @@ class LayerWeights:
     origin: dict[str, str] = field(default_factory=dict)
 
 
-def _frozen(t: Tensor) -> nn.Parameter:
-    return nn.Parameter(t, requires_grad=False)
-
-
 class TranscoderSet(nn.Module, ABC):
     """A transcoder for every layer of a model, with the API attribution and interventions use.
 
@@ -134,13 +130,11 @@ class TranscoderSet(nn.Module, ABC):
             )
         self._config = config
         self._check_layers(layers, dims_note or "sizes from the config")
-        self.W_enc = nn.ParameterList([_frozen(w.W_enc) for w in layers])
-        self.b_enc = nn.ParameterList([_frozen(w.b_enc) for w in layers])
-        self.b_dec = nn.ParameterList([_frozen(w.b_dec) for w in layers])
+        self.W_enc = nn.ParameterList([w.W_enc for w in layers])
+        self.b_enc = nn.ParameterList([w.b_enc for w in layers])
+        self.b_dec = nn.ParameterList([w.b_dec for w in layers])
         self.W_skip: nn.ParameterList | None = (
-            nn.ParameterList([_frozen(w.W_skip) for w in layers if w.W_skip is not None])
-            if config.has_skip
-            else None
+            nn.ParameterList([w.W_skip for w in layers if w.W_skip is not None]) if config.has_skip else None
         )
         self.activations = nn.ModuleList(
             [make_activation(config.activation, threshold=w.threshold, k=config.k) for w in layers]
@@ -150,8 +144,8 @@ class TranscoderSet(nn.Module, ABC):
         if lazy and eager:
             raise TranscoderFormatError("either every layer's W_dec is lazy (LazyRows) or none is")
         self._lazy_decoders: list[LazyRows] | None = lazy or None
-        self.W_dec: nn.ParameterList | None = nn.ParameterList([_frozen(t) for t in eager]) if eager else None
-        self.requires_grad_(False)  # thresholds too; see the module docstring
+        self.W_dec: nn.ParameterList | None = nn.ParameterList(eager) if eager else None
+        self.requires_grad_(False)  # see the module docstring
 
     # ----------------------------------------------------------------- layout (subclasses)
 

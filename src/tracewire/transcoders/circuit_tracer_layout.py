@@ -78,7 +78,7 @@ def numbered_files(directory: Path, pattern: re.Pattern[str]) -> dict[int, Path]
 
 def _read_fields(
     path: Path, keys: Mapping[str, str], *, skip: frozenset[str] = frozenset()
-) -> tuple[dict[str, Tensor | None], dict[str, str], Any]:
+) -> tuple[dict[str, Tensor | None], dict[str, str], Tensor | None]:
     """Tensors ``keys`` (field -> key) of ``path``; required ones must exist; floats checked at read time.
 
     Returns the tensors by field, their locations for error messages, and the ``k`` entry if any.
