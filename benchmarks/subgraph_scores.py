@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "graph"))
-from factory import random_graph
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.graph.factory import random_graph
 
 from tracewire.graph.graph import Graph
 from tracewire.graph.neuronpedia import to_neuronpedia_json

@@ -7,8 +7,8 @@ so the sparse library code can be checked against an independent formulation.
 from __future__ import annotations
 
 import torch
-from factory import dense_adjacency
 
+from tests.graph.factory import dense_adjacency
 from tracewire.graph.graph import Graph
 
 

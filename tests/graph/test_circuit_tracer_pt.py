@@ -13,8 +13,8 @@ from typing import Any, NamedTuple
 
 import pytest
 import torch
-from factory import dense_adjacency, random_graph
 
+from tests.graph.factory import dense_adjacency, random_graph
 from tracewire.errors import GraphFormatError
 from tracewire.graph.circuit_tracer_pt import PickledRecord, RestrictedUnpickler, load_circuit_tracer_pt
 from tracewire.graph.graph import Graph

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from factory import dense_adjacency, random_graph
 from safetensors.torch import save as safetensors_save
 
+from tests.graph.factory import dense_adjacency, random_graph
 from tracewire.errors import GraphFormatError
 from tracewire.graph.graph import FORMAT_NAME, TENSOR_FIELDS, Graph, NodeKind
 

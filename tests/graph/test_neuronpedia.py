@@ -13,8 +13,8 @@ from typing import Any
 import jsonschema
 import pytest
 import torch
-from factory import hand_built_graph, random_graph
 
+from tests.graph.factory import hand_built_graph, random_graph
 from tracewire.errors import GraphFormatError
 from tracewire.graph.graph import Graph
 from tracewire.graph.neuronpedia import (
@@ -148,18 +148,19 @@ def test_output_is_deterministic_across_processes(tmp_path: Path) -> None:
     """Same bytes from two fresh interpreters (different hash seeds), including a hashed scan."""
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from factory import random_graph;"
+        "from tests.graph.factory import random_graph;"
         "from tracewire.graph.neuronpedia import to_neuronpedia_json, dumps;"
         "g = random_graph(n_layers=3, n_pos=5, n_features=60, n_targets=3, seed=4);"
         "sys.stdout.write(dumps(to_neuronpedia_json(g, 's', scan=['tc-a', 'tc-b'])))"
     )
     outputs = [
         subprocess.run(
-            [sys.executable, "-c", script, str(Path(__file__).parent)],
+            [sys.executable, "-c", script, str(Path(__file__).resolve().parents[2])],
             capture_output=True,
             text=True,
             check=True,
             env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+            cwd=tmp_path,
         ).stdout
         for seed in (1, 2)
     ]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import dense_reference
 import pytest
 import torch
-from factory import dense_adjacency, hand_built_graph, random_graph
 
+from tests.graph import dense_reference
+from tests.graph.factory import dense_adjacency, hand_built_graph, random_graph
 from tracewire.errors import GraphFormatError
 from tracewire.graph.graph import Graph
 from tracewire.graph.influence import node_influence

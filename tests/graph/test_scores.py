@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dense_reference
 import pytest
 import torch
-from factory import dense_adjacency, hand_built_graph, random_graph
 
+from tests.graph import dense_reference
+from tests.graph.factory import dense_adjacency, hand_built_graph, random_graph
 from tracewire.graph.pruning import prune_graph
 from tracewire.graph.scores import ScoreContext, Scores, graph_scores, subgraph_scores
 
