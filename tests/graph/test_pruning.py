@@ -91,14 +91,44 @@ def test_prune_float32_matches_float64_reference(seed: int) -> None:
     assert torch.equal(result.edge_mask, edge_mask)
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.8, 0.98, 0.999, 1.0])
-def test_find_threshold_equals_sort_definition(fraction: float) -> None:
-    generator = torch.Generator().manual_seed(0)
-    # Heavy-tailed, with ties and zeros; large enough for the top-k path.
-    scores = torch.rand(200_000, generator=generator) ** 8
-    scores[:1000] = 0.0
-    scores[1000:1100] = scores[2000]
-    assert float(find_threshold(scores, fraction)) == float(dense_reference.threshold(scores, fraction))
+def _heavy_tailed_scores(count: int) -> torch.Tensor:
+    """Scores spanning many decades, with zeros and a block of ties."""
+    generator = torch.Generator().manual_seed(count)
+    scores = torch.rand(count, generator=generator) ** 8
+    scores[: count // 200] = 0.0
+    scores[count // 100 : count // 50] = scores[count // 2]
+    return scores
+
+
+@pytest.mark.parametrize("count", [1000, 1_000_000])
+@pytest.mark.parametrize("fraction", [0.0, 0.01, 0.1, 0.5, 0.8, 0.98, 0.999])
+def test_find_threshold_equals_sort_definition(count: int, fraction: float) -> None:
+    scores = _heavy_tailed_scores(count)
+    # The reference summed in float64 (find_threshold accumulates in float64 for any input dtype).
+    expected = float(dense_reference.threshold(scores.double(), fraction))
+    assert float(find_threshold(scores, fraction)) == expected
+    assert float(find_threshold(scores.double(), fraction)) == expected
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.8, 0.98])
+def test_find_threshold_does_not_sort_every_score(fraction: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    scores = _heavy_tailed_scores(1_000_000)
+    sorted_sizes: list[int] = []
+    real_sort = torch.sort
+
+    def recording_sort(values: torch.Tensor, *args: object, **kwargs: object) -> object:
+        sorted_sizes.append(values.numel())
+        return real_sort(values, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(torch, "sort", recording_sort)
+    find_threshold(scores, fraction)
+    assert max(sorted_sizes, default=0) < scores.numel() // 10
+
+
+@pytest.mark.parametrize("count", [1000, 1_000_000])
+def test_find_threshold_of_one_is_smallest_positive_score(count: int) -> None:
+    scores = _heavy_tailed_scores(count)
+    assert float(find_threshold(scores, 1.0)) == float(scores[scores > 0].min())
 
 
 def test_find_threshold_edge_cases() -> None:

@@ -2,8 +2,7 @@
 
 The result equals the reference's dense formulas (``N x N`` matrices, a sort of all ``N²`` edge
 scores) but costs ``O(E · depth)``: influence is a few sparse products (see ``influence.py``),
-and the edge threshold looks only at the top edges by score (``torch.topk`` on a growing candidate
-count) instead of sorting every edge.
+and the thresholds avoid sorting every edge (see ``threshold.py``).
 
 Steps of :func:`prune_graph`:
 
@@ -33,11 +32,9 @@ from tracewire.graph.influence import (
     normalized_abs_weights,
     propagate_influence,
 )
+from tracewire.graph.threshold import find_threshold
 
-#: First candidate count for the top-k search of :func:`find_threshold`.
-_FIRST_CANDIDATES = 4096
-#: Above this fraction of all scores a full sort is cheaper than another top-k round.
-_SORT_FRACTION = 0.25
+__all__ = ["PruneResult", "cumulative_scores", "find_threshold", "keep_all", "prune_graph", "subgraph"]
 
 
 @dataclass(frozen=True)
@@ -55,47 +52,16 @@ class PruneResult:
     cumulative_scores: torch.Tensor
 
 
-def find_threshold(scores: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Smallest score among the top scores that together cover ``fraction`` of the total.
-
-    Reference definition: sort descending, ``cum = cumsum / sum``, threshold = sorted value at
-    ``searchsorted(cum, fraction)`` (the last value if the fraction is never reached). Keeping
-    ``scores >= threshold`` keeps that cover. Scores must be non-negative.
-
-    Only the top ``k`` scores are sorted, ``k`` growing eightfold until their cumulative sum
-    reaches the fraction; the prefix of a sort is the sort of the prefix, so the answer is the
-    reference's. A full sort happens only when the cover needs a large share of all scores.
-    """
-    flat = scores.flatten()
-    count = flat.numel()
-    if count == 0:
-        return torch.zeros((), dtype=scores.dtype)
-    total = flat.sum()
-    if not bool(total > 0):
-        return flat.min()
-    goal = torch.tensor(fraction, dtype=flat.dtype)
-    candidates = min(_FIRST_CANDIDATES, count)
-    while True:
-        complete = candidates >= _SORT_FRACTION * count
-        if complete:
-            ranked = torch.sort(flat, descending=True).values
-        else:
-            ranked = torch.topk(flat, candidates, sorted=True).values
-        cumulative = torch.cumsum(ranked, dim=0) / total
-        if complete or bool(cumulative[-1] >= goal):
-            break
-        candidates *= 8
-    position = int(torch.searchsorted(cumulative, goal))
-    return ranked[min(position, ranked.numel() - 1)]
-
-
 def cumulative_scores(influence: torch.Tensor) -> torch.Tensor:
     """Per node, the cumulative fraction of total influence at its rank (ties: index order)."""
     ranked, order = torch.sort(influence, descending=True, stable=True)
-    total = ranked.sum()
-    cumulative = torch.cumsum(ranked, dim=0) / total if bool(total > 0) else torch.ones_like(ranked)
+    total = ranked.sum(dtype=torch.float64)
+    if bool(total > 0):
+        cumulative = torch.cumsum(ranked, dim=0, dtype=torch.float64) / total
+    else:
+        cumulative = torch.ones_like(ranked, dtype=torch.float64)
     result = torch.empty_like(influence)
-    result[order] = cumulative
+    result[order] = cumulative.to(influence.dtype)
     return result
 
 
