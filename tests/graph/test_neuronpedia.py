@@ -284,6 +284,8 @@ def test_import_recovers_graph_content() -> None:
         (lambda d: d["links"][0].update(weight="heavy"), "weight"),
         (lambda d: d["nodes"][0].update(ctx_idx=99), "ctx_idx"),
         (lambda d: d["metadata"].pop("prompt_tokens"), "prompt_tokens"),
+        (lambda d: d["nodes"].append(_embedding_copy(d, "E_999_0")), "same graph node"),
+        (lambda d: d["nodes"].append(_embedding_copy(d, "E_7_0")), "E_7_0"),
     ],
 )
 def test_import_errors_name_the_problem(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -292,6 +294,11 @@ def test_import_errors_name_the_problem(mutate, message: str) -> None:  # type: 
     mutate(document)
     with pytest.raises(GraphFormatError, match=message):
         from_neuronpedia_json(document)
+
+
+def _embedding_copy(document: dict[str, Any], node_id: str) -> dict[str, Any]:
+    embedding = next(node for node in document["nodes"] if node["feature_type"] == "embedding")
+    return {**embedding, "node_id": node_id, "ctx_idx": 0}
 
 
 def test_import_of_unreadable_file(tmp_path: Path) -> None:

@@ -276,7 +276,7 @@ class Graph:
             elif atol == 0.0:
                 if mine.dtype != theirs.dtype:
                     differences.append(f"{name}: dtype {mine.dtype} != {theirs.dtype}")
-                elif not torch.equal(mine, theirs):
+                elif not _same_bits(mine, theirs):
                     differences.append(f"{name}: values differ")
             elif not torch.allclose(mine.double(), theirs.double(), atol=atol, rtol=0.0, equal_nan=True):
                 differences.append(f"{name}: values differ by more than {atol}")
@@ -354,6 +354,15 @@ class Graph:
             return cls(**values, **tensors)
         except GraphFormatError as exc:
             raise GraphFormatError(f"{name}: {exc}") from exc
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bitwise equality: NaN equals the same NaN, -0.0 differs from 0.0."""
+    if a.numel() == 0:
+        return True
+    return torch.equal(
+        a.detach().cpu().contiguous().view(torch.uint8), b.detach().cpu().contiguous().view(torch.uint8)
+    )
 
 
 def _check_header(name: str, header: dict[str, str]) -> None:

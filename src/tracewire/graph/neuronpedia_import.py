@@ -14,6 +14,7 @@ import gzip
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,22 @@ def _read_document(source: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[
     return document, name
 
 
+@dataclass
+class _Nodes:
+    """The JSON's nodes sorted by kind; ``kinds[i]`` = (kind, index within that kind) of node i."""
+
+    tokens: list[int]
+    features: list[tuple[int, int, int]] = field(default_factory=list)
+    activations: list[float] = field(default_factory=list)
+    errors: list[tuple[int, int]] = field(default_factory=list)
+    targets: list[tuple[int, float, str]] = field(default_factory=list)
+    clerps: dict[str, str] = field(default_factory=dict)
+    kinds: list[tuple[str, int]] = field(default_factory=list)
+    influence: list[Any] = field(default_factory=list)
+    logit_layers: set[int] = field(default_factory=set)
+    top_layer: int = -1
+
+
 class _GraphBuilder:
     """Turns the node and link lists back into tracewire's node order."""
 
@@ -78,68 +95,12 @@ class _GraphBuilder:
         return value
 
     def build(self) -> Graph:
-        n_pos = len(self.prompt_tokens)
-        features: list[tuple[int, int, int]] = []
-        activations: list[float] = []
-        errors: list[tuple[int, int]] = []
-        tokens = [-1] * n_pos
-        targets: list[tuple[int, float, str]] = []
-        clerps: dict[str, str] = {}
-        kinds: list[tuple[str, int]] = []  # per node: (kind, index within its kind)
-        layers_seen = [0]
-        logit_layers: set[int] = set()
-        for number, node in enumerate(self.nodes):
-            kind, pos = self._kind_and_pos(node, number, n_pos)
-            if kind == "token":
-                tokens[pos] = self._token_id(node)
-                kinds.append(("token", pos))
-            elif kind == "target":
-                logit_layers.add(self._int(node.get("layer"), number, "layer"))
-                targets.append(self._target(node, number))
-                kinds.append(("target", len(targets) - 1))
-            elif kind == "error":
-                layer = self._int(node.get("layer"), number, "layer")
-                layers_seen.append(layer + 1)
-                errors.append((layer, pos))
-                kinds.append(("error", len(errors) - 1))
-            else:
-                layer, feature = self._feature_key(node, number)
-                layers_seen.append(layer + 1)
-                features.append((layer, pos, feature))
-                activation = node.get("activation")
-                activations.append(float(activation) if isinstance(activation, int | float) else 0.0)
-                if node.get("clerp"):
-                    clerps[f"{layer}_{feature}"] = str(node["clerp"])
-                kinds.append(("feature", len(features) - 1))
-        n_layers = max(logit_layers) - 1 if logit_layers else max(layers_seen)
-        if len(logit_layers) > 1 or n_layers < max(layers_seen):
-            raise GraphFormatError(
-                f"{self.name}: logit nodes have layers {sorted(logit_layers)}; expected one layer "
-                f"above every feature/error layer (max {max(layers_seen) - 1})"
-            )
-        if len(set(features)) != len(features):
-            raise GraphFormatError(f"{self.name}: a feature node (layer, pos, feature) occurs twice")
-
-        n_features = len(features)
-        error_offset, token_offset = n_features, n_features + n_layers * n_pos
-        target_offset = token_offset + n_pos
-        indices: list[int] = []
-        for kind, position in kinds:
-            if kind == "feature":
-                indices.append(position)
-            elif kind == "error":
-                layer, pos = errors[position]
-                indices.append(error_offset + layer * n_pos + pos)
-            elif kind == "token":
-                indices.append(token_offset + position)
-            else:
-                indices.append(target_offset + position)
-        id_to_index = self._id_map(indices)
-        edge_targets, edge_sources, edge_weights = self._edges(id_to_index)
-        influence = [node.get("influence") for node in self.nodes]
-
+        nodes = self._read_nodes()
+        n_layers = self._n_layers(nodes)
+        indices = self._node_indices(nodes, n_layers)
+        edge_targets, edge_sources, edge_weights = self._edges(self._id_map(indices))
+        n_pos, n_targets = len(self.prompt_tokens), len(nodes.targets)
         d_model = self.metadata.get("d_model", 0)
-        n_nodes = target_offset + len(targets)
         graph_metadata: dict[str, Any] = {
             "source_format": "neuronpedia-json",
             "scan": self.metadata.get("scan"),
@@ -147,9 +108,9 @@ class _GraphBuilder:
                 "metadata": dict(self.metadata),
                 "qParams": self.q_params,
                 "nodes": indices,
-                "influence": [value if isinstance(value, int | float) else None for value in influence],
-                "clerps": clerps,
-                "n_nodes": n_nodes,
+                "influence": [value if isinstance(value, int | float) else None for value in nodes.influence],
+                "clerps": nodes.clerps,
+                "n_nodes": len(nodes.features) + (n_layers + 1) * n_pos + n_targets,
                 "n_edges": len(edge_weights),
             },
         }
@@ -158,20 +119,91 @@ class _GraphBuilder:
                 graph_metadata[key] = self.metadata[key]
         return Graph(
             prompt=str(self.metadata.get("prompt", "")),
-            tokens=torch.tensor(tokens, dtype=torch.long),
+            tokens=torch.tensor(nodes.tokens, dtype=torch.long),
             token_strings=[str(token) for token in self.prompt_tokens],
             n_layers=n_layers,
-            features=torch.tensor(features, dtype=torch.long).reshape(-1, 3),
-            activations=_float_tensor(activations),
-            target_labels=[label for _, _, label in targets],
-            target_token_ids=torch.tensor([vocab for vocab, _, _ in targets], dtype=torch.long),
-            target_probabilities=_float_tensor([prob for _, prob, _ in targets]),
-            target_vectors=torch.zeros(len(targets), d_model if isinstance(d_model, int) else 0),
+            features=torch.tensor(nodes.features, dtype=torch.long).reshape(-1, 3),
+            activations=_float_tensor(nodes.activations),
+            target_labels=[label for _, _, label in nodes.targets],
+            target_token_ids=torch.tensor([vocab for vocab, _, _ in nodes.targets], dtype=torch.long),
+            target_probabilities=_float_tensor([prob for _, prob, _ in nodes.targets]),
+            target_vectors=torch.zeros(n_targets, d_model if isinstance(d_model, int) else 0),
             edge_targets=torch.tensor(edge_targets, dtype=torch.long),
             edge_sources=torch.tensor(edge_sources, dtype=torch.long),
             edge_weights=_float_tensor(edge_weights),
             metadata=graph_metadata,
         )
+
+    def _read_nodes(self) -> _Nodes:
+        """Sort the JSON nodes by kind, in the order they appear."""
+        n_pos = len(self.prompt_tokens)
+        nodes = _Nodes(tokens=[-1] * n_pos)
+        for number, node in enumerate(self.nodes):
+            kind, pos = self._kind_and_pos(node, number, n_pos)
+            nodes.influence.append(node.get("influence"))
+            if kind == "token":
+                nodes.tokens[pos] = self._token_id(node)
+                nodes.kinds.append(("token", pos))
+            elif kind == "target":
+                nodes.logit_layers.add(self._int(node.get("layer"), number, "layer"))
+                nodes.targets.append(self._target(node, number))
+                nodes.kinds.append(("target", len(nodes.targets) - 1))
+            elif kind == "error":
+                layer = self._int(node.get("layer"), number, "layer")
+                if layer < 0:
+                    raise GraphFormatError(f"{self.name}: nodes[{number}] is an error node of layer {layer}")
+                nodes.top_layer = max(nodes.top_layer, layer)
+                nodes.errors.append((layer, pos))
+                nodes.kinds.append(("error", len(nodes.errors) - 1))
+            else:
+                layer, feature = self._feature_key(node, number)
+                nodes.top_layer = max(nodes.top_layer, layer)
+                nodes.features.append((layer, pos, feature))
+                activation = node.get("activation")
+                nodes.activations.append(float(activation) if isinstance(activation, int | float) else 0.0)
+                if node.get("clerp"):
+                    nodes.clerps[f"{layer}_{feature}"] = str(node["clerp"])
+                nodes.kinds.append(("feature", len(nodes.features) - 1))
+        return nodes
+
+    def _n_layers(self, nodes: _Nodes) -> int:
+        """Logits sit at layer n_layers + 1; without logits, one above the highest node layer."""
+        n_layers = max(nodes.logit_layers) - 1 if nodes.logit_layers else nodes.top_layer + 1
+        if len(nodes.logit_layers) > 1 or n_layers <= nodes.top_layer:
+            raise GraphFormatError(
+                f"{self.name}: logit nodes have layers {sorted(nodes.logit_layers)}; expected one layer "
+                f"n_layers + 1 above every feature/error layer (highest {nodes.top_layer})"
+            )
+        return n_layers
+
+    def _node_indices(self, nodes: _Nodes, n_layers: int) -> list[int]:
+        """tracewire's node index of each JSON node; two JSON nodes may not share one."""
+        n_pos = len(self.prompt_tokens)
+        error_offset = len(nodes.features)
+        token_offset = error_offset + n_layers * n_pos
+        target_offset = token_offset + n_pos
+        indices: list[int] = []
+        for kind, position in nodes.kinds:
+            if kind == "feature":
+                indices.append(position)
+            elif kind == "error":
+                layer, pos = nodes.errors[position]
+                indices.append(error_offset + layer * n_pos + pos)
+            elif kind == "token":
+                indices.append(token_offset + position)
+            else:
+                indices.append(target_offset + position)
+        if len(set(indices)) != len(indices):
+            seen: dict[int, int] = {}
+            for number, index in enumerate(indices):
+                if index in seen:
+                    first, second = self.nodes[seen[index]].get("node_id"), self.nodes[number].get("node_id")
+                    raise GraphFormatError(
+                        f"{self.name}: nodes {first!r} and {second!r} are the same graph node "
+                        "(same feature, error or token at the same position)"
+                    )
+                seen[index] = number
+        return indices
 
     def _kind_and_pos(self, node: Any, number: int, n_pos: int) -> tuple[str, int]:
         if not isinstance(node, Mapping):
