@@ -340,7 +340,11 @@ def _q_params(q_params: Mapping[str, Any] | None, imported: Mapping[str, Any] | 
         if not isinstance(q_params, Mapping):
             raise GraphFormatError(f"q_params is {type(q_params).__name__}; expected a mapping")
         merged.update(q_params)
-    return json.loads(json.dumps(merged))  # a deep copy that is surely JSON
+    try:
+        copied: dict[str, Any] = json.loads(json.dumps(merged, allow_nan=False))  # deep copy, surely JSON
+    except (TypeError, ValueError) as exc:
+        raise GraphFormatError(f"q_params is not JSON-serialisable ({exc})") from exc
+    return copied
 
 
 def _feature_labels(
@@ -350,8 +354,11 @@ def _feature_labels(
         return labels
     if imported is None:
         return {}
-    stored = imported.get("clerps", {})
-    return {tuple(int(part) for part in key.split("_")): value for key, value in stored.items()}  # type: ignore[misc]
+    parsed: dict[tuple[int, int], str] = {}
+    for key, clerp in imported.get("clerps", {}).items():  # keys are "{layer}_{feature}"
+        layer, feature = key.split("_")
+        parsed[(int(layer), int(feature))] = clerp
+    return parsed
 
 
 def _imported_info(graph: Graph) -> Mapping[str, Any] | None:
