@@ -100,7 +100,7 @@ def _heavy_tailed_scores(count: int) -> torch.Tensor:
     return scores
 
 
-@pytest.mark.parametrize("count", [1000, 1_000_000])
+@pytest.mark.parametrize("count", [1000, 300_000])
 @pytest.mark.parametrize("fraction", [0.0, 0.01, 0.1, 0.5, 0.8, 0.98, 0.999])
 def test_find_threshold_equals_sort_definition(count: int, fraction: float) -> None:
     scores = _heavy_tailed_scores(count)
@@ -112,7 +112,7 @@ def test_find_threshold_equals_sort_definition(count: int, fraction: float) -> N
 
 @pytest.mark.parametrize("fraction", [0.1, 0.8, 0.98])
 def test_find_threshold_does_not_sort_every_score(fraction: float, monkeypatch: pytest.MonkeyPatch) -> None:
-    scores = _heavy_tailed_scores(1_000_000)
+    scores = _heavy_tailed_scores(300_000)
     sorted_sizes: list[int] = []
     real_sort = torch.sort
 
@@ -125,7 +125,7 @@ def test_find_threshold_does_not_sort_every_score(fraction: float, monkeypatch: 
     assert max(sorted_sizes, default=0) < scores.numel() // 10
 
 
-@pytest.mark.parametrize("count", [1000, 1_000_000])
+@pytest.mark.parametrize("count", [1000, 300_000])
 def test_find_threshold_of_one_is_smallest_positive_score(count: int) -> None:
     scores = _heavy_tailed_scores(count)
     assert float(find_threshold(scores, 1.0)) == float(scores[scores > 0].min())
