@@ -1,0 +1,121 @@
+"""The clean forward an intervention is measured against, and everything it must remember.
+
+Interventions are differences from a clean run: frozen attention replays its queries and keys,
+frozen norms its scales, constrained layers its feature activations, and errors are held at its
+``MLP output − reconstruction``. One :class:`CleanRun` serves any number of interventions on the
+same prompt (the faithfulness harness ablates dozens of features against one clean run).
+
+Recording does not change a single value: the model's own attention function is called with the
+same arguments, norms and MLPs run their own forwards, and the logits equal a plain forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from tracewire.interventions.attention import AttentionFn
+from tracewire.interventions.patching import Live, Original
+from tracewire.models.adapters import Adapter
+from tracewire.replacement.linear_norms import linear_norm, norm_scale
+
+
+@dataclass
+class NormRecord:
+    """One norm in the clean run: output ``y``, denominator ``scale`` and the frozen-scale map of
+    the clean input ``lin`` (so a frozen norm is ``y + lin(x') − lin``, exact when ``x' = x``)."""
+
+    y: torch.Tensor  # [1, P, d]
+    scale: torch.Tensor  # [1, P, 1] float32
+    lin: torch.Tensor  # [1, P, d]
+
+
+@dataclass
+class CleanRun:
+    """The clean forward of one prompt (batch of one).
+
+    ``inputs[l]`` / ``outputs[l]``: transcoder input and output site of layer ``l`` ``[P, d]``
+    (model dtype); ``activations[l]``: feature activations ``[P, d_transcoder]`` (transcoder
+    dtype); ``final_residual``: the final-norm output ``[P, d]`` (what logits and graph targets
+    read, before any logit softcap).
+    """
+
+    tokens: torch.Tensor
+    logits: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    queries: dict[int, torch.Tensor] = field(default_factory=dict)
+    keys: dict[int, torch.Tensor] = field(default_factory=dict)
+    norms: dict[str, NormRecord] = field(default_factory=dict)
+    inputs: dict[int, torch.Tensor] = field(default_factory=dict)
+    outputs: dict[int, torch.Tensor] = field(default_factory=dict)
+    activations: dict[int, torch.Tensor] = field(default_factory=dict)
+    skips: dict[int, torch.Tensor] = field(default_factory=dict)
+    final_residual: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+
+    @property
+    def n_pos(self) -> int:
+        return int(self.tokens.shape[-1])
+
+    def stacked_activations(self) -> torch.Tensor:
+        """``[n_layers, P, d_transcoder]``."""
+        return torch.stack([self.activations[layer] for layer in sorted(self.activations)])
+
+
+class Recorder:
+    """The session of the clean pass (see ``patching.Session``)."""
+
+    def __init__(self, run: CleanRun, transcoders: Any, adapter: Adapter) -> None:
+        self.run = run
+        self.transcoders = transcoders
+        self.adapter = adapter
+        self.calls = 0
+
+    def on_embed(self, input_ids: torch.Tensor) -> None:
+        self.calls += 1
+        if self.calls > 1 or input_ids.shape[0] != 1:
+            raise RuntimeError("a clean run is one forward of one prompt")
+
+    def attention(
+        self,
+        module: nn.Module,
+        base: AttentionFn,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[torch.Tensor, Any]:
+        layer = int(getattr(module, "layer_idx", -1))
+        self.run.queries[layer] = query.detach()
+        self.run.keys[layer] = key.detach()
+        return base(module, query, key, value, attention_mask, **kwargs)
+
+    def norm(self, path: str, module: nn.Module, original: Original, x: torch.Tensor) -> torch.Tensor:
+        y = original(x)
+        kind = self.adapter.norm_kind
+        scale = norm_scale(kind, x, self.adapter.norm_eps(module))
+        self.run.norms[path] = NormRecord(y=y, scale=scale, lin=linear_norm(kind, module, x, scale))
+        return y
+
+    def transcoder_input(self, layer: int, x: torch.Tensor) -> None:
+        ts = self.transcoders
+        self.run.inputs[layer] = x[0]
+        xt = x[0].to(device=ts.device, dtype=ts.dtype)
+        self.run.activations[layer] = ts.encode(layer, xt)
+        if ts.has_skip:
+            self.run.skips[layer] = ts.skip(layer, xt)
+
+    def inner_mlp(self, layer: int, live: Live) -> torch.Tensor:
+        return live()
+
+    def output_site(self, layer: int, live: Live) -> torch.Tensor:
+        value = live()
+        self.run.outputs[layer] = value[0]
+        return value
+
+    def final(self, live: Live) -> torch.Tensor:
+        value = live()
+        self.run.final_residual = value[0]
+        return value
