@@ -13,12 +13,47 @@ constants of the local replacement model. Its token node remains.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from tracewire.replacement.model import ReplacementModel
 from tracewire.replacement.state import FrozenRun
+
+#: Memory the padded decoder blocks may keep between batches (rebuilt per batch beyond it).
+BLOCK_CACHE_BYTES = 2 * 2**30
+
+
+@dataclass
+class DecoderBlock:
+    """Decoder rows (scaled by activation) of one source layer, padded per position.
+
+    ``rows[p, r, o]`` is the write into the ``o``-th output layer of the ``r``-th active feature at
+    position ``p``; ``pos``/``rank`` locate each feature (relative to ``start``) in the padding.
+    """
+
+    start: int
+    rows: torch.Tensor  # [n_pos, n_max, n_out, d] float32
+    pos: torch.Tensor  # int64 [n]
+    rank: torch.Tensor  # int64 [n]
+
+    @staticmethod
+    def build(transcoders: Any, comps: Components, layer: int) -> DecoderBlock:
+        sl = comps.layer_slice(layer)
+        pos = comps.pos[sl]
+        n = int(pos.numel())
+        counts = torch.bincount(pos, minlength=comps.n_pos)
+        first = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(n, device=pos.device) - first[pos]
+        n_max = int(counts.max()) if n else 0
+        n_out = len(transcoders.output_layers(layer))
+        d_model = comps.errors.shape[-1]
+        rows = torch.zeros(comps.n_pos, n_max, n_out, d_model, device=pos.device)
+        if n:
+            dec = transcoders.decoder_vectors(layer, comps.feature[sl]).float()
+            rows[pos, rank] = dec * comps.activation[sl][:, None, None]
+        return DecoderBlock(start=sl.start, rows=rows, pos=pos, rank=rank)
 
 
 @dataclass
@@ -34,6 +69,8 @@ class Components:
     layer_offsets: torch.Tensor  # int64 [n_layers + 1]: features of layer l are [off[l], off[l+1])
     errors: torch.Tensor  # [n_layers, n_pos, d] (model dtype)
     token_vectors: torch.Tensor  # [n_pos, d]
+    blocks: dict[int, DecoderBlock] = field(default_factory=dict)
+    block_bytes: int = 0
 
     @property
     def n_features(self) -> int:
@@ -46,6 +83,18 @@ class Components:
             return slice(start, end)
         cut = int(torch.searchsorted(self.pos[start:end], max_pos, right=False))
         return slice(start, start + cut)
+
+    def decoder_block(self, transcoders: Any, layer: int) -> DecoderBlock:
+        """The layer's ``a · W_dec`` rows padded per position (cached while under budget)."""
+        block = self.blocks.get(layer)
+        if block is not None:
+            return block
+        block = DecoderBlock.build(transcoders, self, layer)
+        size = block.rows.numel() * block.rows.element_size()
+        if self.block_bytes + size <= BLOCK_CACHE_BYTES:
+            self.blocks[layer] = block
+            self.block_bytes += size
+        return block
 
     def nbytes(self) -> int:
         tensors = [self.layer, self.pos, self.feature, self.activation, self.errors, self.token_vectors]

@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tracewire.attribution.components import Components, compute_components
+from tracewire.attribution.replays import ReplayCache
 from tracewire.attribution.rows import NodeSpace, RowBatch, RowRequest, compute_rows
 from tracewire.attribution.selection import estimate_influence
 from tracewire.attribution.targets import Targets, TargetSpec, resolve_targets
@@ -37,6 +38,10 @@ from tracewire.replacement.model import ReplacementModel
 log = logging.getLogger(__name__)
 
 GRAPH_KIND = "tracewire-attribution"
+#: ``max_row_feature_edges="auto"``: rows keep every feature edge up to this many active features...
+AUTO_CAP_ABOVE = 65536
+#: ...and their largest ``AUTO_CAP`` feature edges beyond (errors and tokens are always kept).
+AUTO_CAP = 16384
 
 
 def attribute(
@@ -50,8 +55,8 @@ def attribute(
     max_feature_nodes: int | None = None,
     batch_size: int = 64,
     update_interval: int = 4,
-    max_batch_tokens: int = 32768,
-    max_row_feature_edges: int | None = None,
+    max_batch_tokens: int = 16384,
+    max_row_feature_edges: int | str | None = "auto",
     progress: bool = True,
     verbose: bool = False,
 ) -> Graph:
@@ -62,8 +67,10 @@ def attribute(
     ``max_feature_nodes``: feature budget (best-first by estimated influence); ``None`` = all.
     ``batch_size``: targets per backward pass; ``max_batch_tokens`` caps ``batch × prefix length``
     so long prompts use smaller batches instead of more memory.
-    ``max_row_feature_edges``: keep only the largest feature edges of each row (memory bound
-    for very long prompts; ``None`` keeps all; dropped mass is recorded in the metadata).
+    ``max_row_feature_edges``: keep only the largest feature edges of each row, a memory bound
+    for long prompts. ``"auto"`` keeps every edge while the prompt has at most
+    ``AUTO_CAP_ABOVE`` active features and caps rows at ``AUTO_CAP`` beyond; ``None`` keeps all.
+    The fraction of |edge| mass dropped is recorded in ``metadata["dropped_edge_mass_fraction"]``.
     """
     rm = model if isinstance(model, ReplacementModel) else ReplacementModel(model, transcoders)
     if rm.transcoders is None:
@@ -90,15 +97,35 @@ def attribute(
     timings["components"] = _lap(clock) - timings["forward"]
 
     budget = n_all if max_feature_nodes is None else min(max_feature_nodes, n_all)
+    row_cap: int | None
+    if max_row_feature_edges == "auto":
+        row_cap = None if n_all <= AUTO_CAP_ABOVE else AUTO_CAP
+    elif max_row_feature_edges is None or isinstance(max_row_feature_edges, int):
+        row_cap = max_row_feature_edges
+    else:
+        raise ValueError(
+            f"max_row_feature_edges must be an int, None or 'auto', got {max_row_feature_edges!r}"
+        )
     collected: list[RowBatch] = []
     visited: list[torch.Tensor] = []
     work = {"ours": 0, "reference": 0, "batches": 0}
     bar = tqdm(total=len(resolved) + budget, desc="attribution rows", unit="row", disable=not progress)
 
+    replays = ReplayCache(rm, state)
+
     def run_batches(requests: list[RowRequest]) -> None:
         for request in requests:
+            length = int(request.pos.max()) + 1
+            capacity = _capacity(replays.bucket(length), batch_size, max_batch_tokens)
             batch = compute_rows(
-                rm, state, comps, space, request, max_row_feature_edges=max_row_feature_edges
+                rm,
+                state,
+                comps,
+                space,
+                request,
+                replays=replays,
+                capacity=capacity,
+                max_row_feature_edges=row_cap,
             )
             collected.append(batch)
             work["ours"] += batch.work
@@ -116,6 +143,7 @@ def attribute(
             vectors=resolved.vectors,
             batch_size=batch_size,
             max_batch_tokens=max_batch_tokens,
+            bucket=replays.bucket,
         )
     )
     work["reference"] += math.ceil(len(resolved) / batch_size) * batch_size * n_pos * n_layers
@@ -127,7 +155,7 @@ def attribute(
     if budget >= n_all:
         order = torch.arange(n_all, device=device)
         reference_order.append(order)
-        _run_features(order, comps, rm, run_batches, batch_size, max_batch_tokens)
+        _run_features(order, comps, rm, run_batches, batch_size, max_batch_tokens, replays.bucket)
         visited.append(order)
     else:
         is_visited = torch.zeros(n_all, dtype=torch.bool)
@@ -142,9 +170,13 @@ def attribute(
             is_visited[pick] = True
             remaining -= take
             reference_order.append(pick)
-            _run_features(pick.to(device), comps, rm, run_batches, batch_size, max_batch_tokens)
+            _run_features(
+                pick.to(device), comps, rm, run_batches, batch_size, max_batch_tokens, replays.bucket
+            )
             visited.append(pick)
     bar.close()
+    replays.clear()
+    work["replay_forwards"] = replays.forwards
     timings["feature_rows"] = _lap(clock) - sum(timings.values())
     for order in reference_order:
         work["reference"] += _reference_work(order.cpu(), comps.layer.cpu(), batch_size, n_pos)
@@ -168,7 +200,7 @@ def attribute(
                 "batch_size": batch_size,
                 "update_interval": update_interval,
                 "max_batch_tokens": max_batch_tokens,
-                "max_row_feature_edges": max_row_feature_edges,
+                "max_row_feature_edges": row_cap,
                 "dtype": str(loaded.dtype).replace("torch.", ""),
             },
             "zero_positions": zero_positions,
@@ -176,6 +208,7 @@ def attribute(
             "influence_refreshes": influence_refreshes,
             "work": {
                 "backward_passes": work["batches"],
+                "replay_forwards": work["replay_forwards"],
                 "position_layers_touched": work["ours"],
                 "reference_position_layers_touched": work["reference"],
                 "reference_over_ours": work["reference"] / max(1, work["ours"]),
@@ -201,6 +234,11 @@ def _lap(start: float) -> float:
     return time.perf_counter() - start
 
 
+def _capacity(bucket_length: int, batch_size: int, max_batch_tokens: int) -> int:
+    """Copies in a replay of ``bucket_length`` positions: ``batch_size``, fewer for long prefixes."""
+    return max(1, min(batch_size, max_batch_tokens // max(1, bucket_length)))
+
+
 def _batches(
     nodes: torch.Tensor,
     layers: torch.Tensor,
@@ -208,6 +246,7 @@ def _batches(
     vectors: torch.Tensor,
     batch_size: int,
     max_batch_tokens: int,
+    bucket: Any,
 ) -> list[RowRequest]:
     """Cut an ordered list of targets into batches; long prefixes get smaller batches."""
     out = []
@@ -218,7 +257,7 @@ def _batches(
         while True:
             end = min(n, start + size)
             length = max(pos_list[start:end]) + 1
-            if size == 1 or size * length <= max_batch_tokens:
+            if size <= _capacity(bucket(length), batch_size, max_batch_tokens):
                 break
             size = max(1, size // 2)
         out.append(RowRequest(nodes[start:end], layers[start:end], positions[start:end], vectors[start:end]))
@@ -233,6 +272,7 @@ def _run_features(
     run_batches: Any,
     batch_size: int,
     max_batch_tokens: int,
+    bucket: Any,
 ) -> None:
     """Rows for features ``order`` (global ids), regrouped by (position, layer) for tight cones."""
     if order.numel() == 0:
@@ -248,7 +288,7 @@ def _run_features(
     for layer in torch.unique(layers).tolist():
         mask = layers == layer
         vectors[mask] = ts.encoder_vectors(layer, feats[mask]).to(vectors.dtype)
-    run_batches(_batches(order, layers, comps.pos[order], vectors, batch_size, max_batch_tokens))
+    run_batches(_batches(order, layers, comps.pos[order], vectors, batch_size, max_batch_tokens, bucket))
 
 
 def _influence(

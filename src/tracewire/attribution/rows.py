@@ -22,11 +22,9 @@ from dataclasses import dataclass
 import torch
 
 from tracewire.attribution.components import Components
+from tracewire.attribution.replays import ReplayCache
 from tracewire.replacement.model import ReplacementModel
 from tracewire.replacement.state import FrozenState
-
-#: Bytes a gathered gradient chunk may take when contracting with decoder rows.
-GATHER_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -68,9 +66,15 @@ def compute_rows(
     space: NodeSpace,
     request: RowRequest,
     *,
+    replays: ReplayCache | None = None,
+    capacity: int | None = None,
     max_row_feature_edges: int | None = None,
 ) -> RowBatch:
-    """Rows for one batch of targets (see the module docstring)."""
+    """Rows for one batch of targets (see the module docstring).
+
+    With ``replays``, a retained replay of the batch's length bucket with ``capacity`` copies is
+    reused (its forward paid once); otherwise a fresh prefix replay stops at the top layer.
+    """
     ts = rm.transcoders
     assert ts is not None
     n_layers = rm.n_layers
@@ -81,7 +85,10 @@ def compute_rows(
     top = max(layers)  # the replay stops after this layer's transcoder input (n_layers: final norm)
 
     with torch.enable_grad():
-        run = rm.replay(state, length=length, batch=batch, stop_after_layer=top)
+        if replays is not None:
+            run = replays.get(length, max(batch, capacity or batch))
+        else:
+            run = rm.replay(state, length=length, batch=batch, stop_after_layer=top)
         assert run.embeddings is not None
         objective = run.embeddings.new_zeros((), dtype=torch.float32)
         vector = request.vector.to(run.embeddings.dtype)
@@ -93,10 +100,14 @@ def compute_rows(
             assert site is not None
             objective = objective + (site[rows_t, pos_t] * vector[rows_t]).float().sum()
         grad_layers = list(range(min(top, n_layers)))
+        copies, replay_len = run.embeddings.shape[0], run.embeddings.shape[1]
         inputs = [run.embeddings, *(run.outputs[layer] for layer in grad_layers)]
-        grads = torch.autograd.grad(objective, inputs, allow_unused=True)
-    grad_emb = _or_zeros(grads[0], run.embeddings).float()
-    grad_out = {layer: _or_zeros(g, run.outputs[layer]).float() for layer, g in zip(grad_layers, grads[1:])}
+        grads = torch.autograd.grad(objective, inputs, allow_unused=True, retain_graph=replays is not None)
+    grad_emb = _or_zeros(grads[0], run.embeddings)[:batch, :length].float()
+    grad_out = {
+        layer: _or_zeros(g, run.outputs[layer])[:batch, :length].float()
+        for layer, g in zip(grad_layers, grads[1:])
+    }
     del run, grads
 
     row_nodes = request.node.cpu()
@@ -143,7 +154,7 @@ def compute_rows(
         values=vals[b_idx, j_idx].cpu(),
         abs_sums=abs_sums.cpu(),
         dropped_abs=dropped.cpu(),
-        work=batch * length * min(top, n_layers),
+        work=copies * replay_len * min(top, n_layers),
     )
 
 
@@ -155,35 +166,31 @@ def _feature_edges(
     length: int,
     batch: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[n]`` global feature ids in the cone and ``[B, n]`` their edge values."""
+    """``[n]`` global feature ids in the cone and ``[B, n]`` their edge values.
+
+    Features at one (layer, position) share the gradient there, so the contraction is one small
+    GEMM per position — batched as ``bmm`` over positions with the decoder rows padded to the
+    busiest position (``comps.decoder_block``). No ``[B, n_features, d]`` gather is ever built.
+    """
     cols, vals = [], []
     top = len(grad_layers)
     for source in range(top):
         sl = comps.layer_slice(source, max_pos=length)
-        n = sl.stop - sl.start
-        if n == 0:
+        if sl.stop == sl.start:
             continue
         out_layers = [layer for layer in ts.output_layers(source) if layer < top]  # type: ignore[attr-defined]
         if not out_layers:
             continue
-        pos = comps.pos[sl]
-        feat = comps.feature[sl]
-        act = comps.activation[sl]
-        # [B, n_out, length, d] gradients of the output layers this source writes to
-        stacked = torch.stack([grad_out[layer] for layer in out_layers], dim=1)
-        first = out_layers[0] - source
-        d_model = stacked.shape[-1]
-        chunk = max(1, GATHER_BYTES // max(1, 4 * batch * len(out_layers) * d_model))
-        values = torch.empty(batch, n, device=stacked.device)
-        for start in range(0, n, chunk):
-            end = min(n, start + chunk)
-            dec = ts.decoder_vectors(source, feat[start:end])  # type: ignore[attr-defined]
-            dec = (
-                dec[:, first : first + len(out_layers)].float() * act[start:end, None, None]
-            )  # [c, n_out, d]
-            gathered = stacked[:, :, pos[start:end]]  # [B, n_out, c, d]
-            values[:, start:end] = torch.einsum("bocd,cod->bc", gathered, dec)
-        cols.append(torch.arange(sl.start, sl.stop, device=stacked.device))
+        block = comps.decoder_block(ts, source)
+        n_out = len(out_layers)
+        rows = block.rows[:length, :, :n_out]  # [length, n_max, n_out, d]
+        d_model = rows.shape[-1]
+        grads = torch.stack([grad_out[layer] for layer in out_layers], dim=2)  # [B, length, n_out, d]
+        grads = grads.permute(1, 2, 3, 0).reshape(length, n_out * d_model, batch)
+        padded = torch.bmm(rows.reshape(length, rows.shape[1], n_out * d_model), grads)  # [length, n_max, B]
+        local = torch.arange(sl.start, sl.stop, device=padded.device) - block.start
+        values = padded[block.pos[local], block.rank[local]].T  # [B, n]
+        cols.append(torch.arange(sl.start, sl.stop, device=padded.device))
         vals.append(values)
     if not cols:
         device = next(iter(grad_out.values())).device if grad_out else comps.pos.device

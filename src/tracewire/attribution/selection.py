@@ -34,14 +34,22 @@ def estimate_influence(
     position[row_nodes] = torch.arange(row_nodes.numel())
     row_pos = position[rows]
     weight = values.abs().float() / row_abs_sums[row_pos].float().clamp_min(1e-10)
+    # Propagate only among nodes that have rows (edges whose source is itself a row), summing the
+    # mass x_k that sits on rows at each step; then one pass over every edge distributes the
+    # total: Σ_k x_kᵀ Â = (Σ_k x_k)ᵀ Â. One full pass instead of one per path length.
+    col_pos = position[cols]
+    inner = col_pos >= 0
+    inner_rows, inner_cols, inner_weight = row_pos[inner], col_pos[inner], weight[inner]
     current = torch.zeros(row_nodes.numel())
     current[position[target_nodes]] = target_weights.float()
-    influence = torch.zeros(n_nodes)
+    total = current.clone()
     for _ in range(MAX_ITERATIONS):
-        reached = torch.zeros(n_nodes)
-        reached.index_add_(0, cols, current[row_pos] * weight)
-        influence += reached
-        current = reached[row_nodes]
-        if not bool(current.any()):
+        step = torch.zeros_like(current)
+        step.index_add_(0, inner_cols, current[inner_rows] * inner_weight)
+        if not bool(step.any()):
             break
+        total += step
+        current = step
+    influence = torch.zeros(n_nodes)
+    influence.index_add_(0, cols, total[row_pos] * weight)
     return influence

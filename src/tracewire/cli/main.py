@@ -54,5 +54,25 @@ def demo() -> None:
     raise typer.Exit(code=2)
 
 
+# -- subcommands from their own modules (imports are light: heavy ones happen inside) ---------
+from tracewire.cli.attribute import attribute_command, estimate_command  # noqa: E402
+
+app.command("attribute")(attribute_command)
+app.command("estimate")(estimate_command)
+
+
+from tracewire.cli.intervene import evaluate_command, intervene_command  # noqa: E402
+
+app.command("intervene")(intervene_command)
+app.command("evaluate")(evaluate_command)
+
+
+from tracewire.cli.train import corpus_app, eval_transcoders, train  # noqa: E402
+
+app.add_typer(corpus_app, name="corpus")
+app.command("train")(train)
+app.command("eval-transcoders")(eval_transcoders)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -28,20 +28,33 @@ from tracewire.replacement import state as frozen_state
 CHUNK_BYTES = 64 * 2**20
 
 
-def _additive_mask(mask: torch.Tensor | None, q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
-    """Any HF mask format (None = causal, bool = keep, float = additive) as float32 additive."""
+def _additive_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Any HF mask format as float32 additive; ``None`` stays ``None`` (= causal, built per chunk).
+
+    A plain causal mask is never materialised for the whole prompt: at 4,096 tokens it would be
+    64 MiB per layer, kept alive by every layer's backward.
+    """
     if mask is None:
-        keep = torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=k_len - q_len)
-        return torch.zeros(q_len, k_len, device=device).masked_fill(~keep, float("-inf"))[None, None]
+        return None
     if mask.dtype == torch.bool:
-        return torch.zeros(mask.shape, device=device).masked_fill(~mask, float("-inf"))
+        return torch.zeros(mask.shape, device=mask.device).masked_fill(~mask, float("-inf"))
     return mask.float()
+
+
+def _mask_chunk(
+    mask: torch.Tensor | None, start: int, end: int, k_end: int, offset: int, device: torch.device
+) -> torch.Tensor:
+    if mask is not None:
+        return mask[..., start:end, :k_end]
+    q_pos = torch.arange(start, end, device=device)[:, None] + offset
+    k_pos = torch.arange(k_end, device=device)[None, :]
+    return torch.zeros(end - start, k_end, device=device).masked_fill(k_pos > q_pos, float("-inf"))
 
 
 def _pattern_chunks(
     q: torch.Tensor,
     k: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     scaling: float,
     softcap: float | None,
     n_rep: int,
@@ -60,7 +73,7 @@ def _pattern_chunks(
         scores = torch.matmul(q[:, :, start:end].float(), kf[:, :, :k_end].transpose(-1, -2)) * scaling
         if softcap is not None:
             scores = torch.tanh(scores / softcap) * softcap
-        scores = scores + mask[..., start:end, :k_end]
+        scores = scores + _mask_chunk(mask, start, end, k_end, offset, q.device)
         pattern = torch.softmax(scores, dim=-1).nan_to_num(0.0)
         yield start, end, pattern
 
@@ -74,13 +87,14 @@ class FrozenPatternAV(torch.autograd.Function):
         value: torch.Tensor,
         query: torch.Tensor,
         key: torch.Tensor,
-        mask: torch.Tensor,
+        mask: torch.Tensor | None,
         scaling: float,
         softcap: float | None,
         n_rep: int,
         precomputed: torch.Tensor | None,
     ) -> torch.Tensor:
-        ctx.save_for_backward(query, key, mask)
+        ctx.save_for_backward(query, key)
+        ctx.mask = mask  # shared by every layer of the run (memoised), so not a per-layer copy
         ctx.scaling, ctx.softcap, ctx.n_rep = scaling, softcap, n_rep
         ctx.value_shape, ctx.value_dtype = value.shape, value.dtype
         if precomputed is not None:
@@ -95,7 +109,8 @@ class FrozenPatternAV(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        query, key, mask = ctx.saved_tensors
+        query, key = ctx.saved_tensors
+        mask = ctx.mask
         n_rep = ctx.n_rep
         b, kv_heads, k_len, dh = ctx.value_shape
         batch = max(grad_out.shape[0], b)
@@ -149,7 +164,11 @@ def frozen_attention_forward(
         run.state.record_qk(layer, q, k)
     else:
         q, k = run.state.replay_qk(layer, query.shape[2])
-    mask = _additive_mask(attention_mask, q.shape[2], k.shape[2], q.device)
+    mask = run.mask_cache.get(id(attention_mask)) if attention_mask is not None else None
+    if attention_mask is not None and mask is None:
+        mask = _additive_mask(attention_mask)
+        run.mask_cache[id(attention_mask)] = mask
+        run.mask_refs.append(attention_mask)  # keep the key object alive so its id stays unique
     out = FrozenPatternAV.apply(value, q, k, mask, scale, softcap, n_rep, precomputed)
     return out, None
 

@@ -224,6 +224,16 @@ class ReplacementModel:
 
     def _site_output(self, run: FrozenRun, layer: int, value_fn: Callable[[], torch.Tensor]) -> torch.Tensor:
         x_in = run.transcoder_inputs[layer]
+        has_skip = self.transcoders is not None and self.transcoders.has_skip
+        if run.mode == "replay" and not has_skip:
+            # Nothing flows back through a skip-less MLP: its output is a fresh leaf (so gradients
+            # can still be asked of it) and the backward never walks the zero path into x.
+            const = run.state.mlp_constants[layer][:, : x_in.shape[1]]
+            out = (
+                const.expand(x_in.shape[0], -1, -1).to(x_in.dtype).clone().requires_grad_(x_in.requires_grad)
+            )
+            run.outputs[layer] = out
+            return out
         skip = self.skip(layer, x_in)
         if run.mode == "record":
             with torch.no_grad():

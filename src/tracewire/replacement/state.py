@@ -73,6 +73,8 @@ class FrozenRun:
     logits: torch.Tensor | None = None
     stop_after_layer: int | None = None
     embedding_override: torch.Tensor | None = None
+    mask_cache: dict[int, torch.Tensor | None] = field(default_factory=dict)
+    mask_refs: list[torch.Tensor] = field(default_factory=list)
 
 
 _ACTIVE: ContextVar[FrozenRun | None] = ContextVar("tracewire_frozen_run", default=None)
