@@ -10,6 +10,8 @@ torch and transformers load on first use):
 - ``ReplacementModel``: model + transcoders; records a clean forward and makes the backward pass
   linear (frozen attention patterns and norm scales, MLPs seen through their transcoders).
 - ``attribute`` / ``Graph``: the attribution graph of one prompt.
+- ``intervene`` / ``generate`` / ``Intervention``: set, scale or add to features and watch the model.
+- ``evaluate_graph``: a graph's faithfulness (predicted vs actual ablation effects, budget curves).
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ _LAZY: dict[str, str] = {
     "FrozenState": "tracewire.replacement.model",
     "attribute": "tracewire.attribution.engine",
     "Graph": "tracewire.graph.graph",
+    "intervene": "tracewire.interventions.api",
+    "generate": "tracewire.interventions.api",
+    "Intervention": "tracewire.interventions.spec",
+    "Intervener": "tracewire.interventions.api",
+    "evaluate_graph": "tracewire.evaluation.harness",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

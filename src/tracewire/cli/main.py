@@ -74,5 +74,11 @@ app.command("train")(train)
 app.command("eval-transcoders")(eval_transcoders)
 
 
+from tracewire.cli.intervene import evaluate_command, intervene_command  # noqa: E402
+
+app.command("intervene")(intervene_command)
+app.command("evaluate")(evaluate_command)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
