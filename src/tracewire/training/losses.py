@@ -1,0 +1,85 @@
+"""Training losses and the per-layer reconstruction metrics, in one place.
+
+All terms are in standardised units and averaged over layers, so their sizes do not depend on
+the model's activation scale or depth:
+
+- ``mse``: mean over layers of ‖ŷ − y‖² / d per token (≈ FVU, since standardised targets have unit
+  mean variance per dimension);
+- ``sparsity``: Σ_f tanh(c·‖W_dec,f‖·a_f) per token (Anthropic's penalty; a CLT feature's
+  ‖W_dec‖ is the norm of all its decoders), weighted by the ramped coefficient λ(t);
+- ``preact``: Σ_f relu(θ_f − h_f)·‖W_dec,f‖ (θ = 0 for ReLU), which pulls the pre-activations of
+  never-firing features back towards their threshold so they can come back to life.
+
+TopK and BatchTopK fix L0 by construction, so they use the MSE alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tracewire.training.config import TrainConfig
+from tracewire.training.module import TrainableTranscoders
+
+
+@dataclass
+class LossTerms:
+    total: Tensor
+    mse: Tensor
+    sparsity: Tensor
+    preact: Tensor
+
+
+def sparsity_coefficient(config: TrainConfig, step: int, total_steps: int) -> float:
+    """λ(t): linear ramp from 0 to ``sparsity_coef`` over the first ``sparsity_warmup`` of the run."""
+    if config.activation in ("topk", "batchtopk"):
+        return 0.0
+    ramp_steps = max(1.0, config.sparsity_warmup * total_steps)
+    return config.sparsity_coef * min(1.0, (step + 1) / ramp_steps)
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """Linear warm-up, constant, then linear decay to zero over the last ``decay_frac`` of the run."""
+    warm = max(1, round(config.warmup_frac * total_steps))
+    decay_start = total_steps - round(config.decay_frac * total_steps)
+    if step < warm:
+        return config.lr * (step + 1) / warm
+    if step >= decay_start and total_steps > decay_start:
+        return config.lr * max(0.0, (total_steps - step) / (total_steps - decay_start))
+    return config.lr
+
+
+def compute_losses(
+    module: TrainableTranscoders, recon: Tensor, ys: Tensor, acts: Tensor, pre: Tensor, sparsity_coef: float
+) -> LossTerms:
+    cfg = module.config
+    L, N, d = ys.shape
+    mse = (recon.float() - ys).pow(2).sum(-1).mean() / d
+    zero = mse.new_zeros(())
+    sparsity = preact = zero
+    if cfg.activation in ("relu", "jumprelu"):
+        norms = module.decoder_norms()  # [L, F]
+        if sparsity_coef > 0:
+            sparsity = torch.tanh(cfg.tanh_scale * acts.float() * norms[:, None, :]).sum(-1).mean()
+        if cfg.preact_coef > 0:
+            theta = module.threshold()
+            gap = (theta[:, None, :] if theta is not None else 0.0) - pre.float()
+            preact = (torch.relu(gap) * norms[:, None, :]).sum(-1).mean()
+    total = mse + sparsity_coef * sparsity + cfg.preact_coef * preact
+    return LossTerms(total=total, mse=mse, sparsity=sparsity, preact=preact)
+
+
+@torch.no_grad()
+def layer_fvu(recon: Tensor, target: Tensor) -> Tensor:
+    """Per-layer fraction of variance unexplained ``[L]``: Σ‖ŷ − y‖² / Σ‖y − ȳ‖² over the batch."""
+    err = (recon.float() - target.float()).pow(2).sum(dim=(1, 2))
+    var = (target.float() - target.float().mean(dim=1, keepdim=True)).pow(2).sum(dim=(1, 2))
+    return err / var.clamp_min(1e-12)
+
+
+@torch.no_grad()
+def layer_l0(acts: Tensor) -> Tensor:
+    """Mean number of active features per token, per layer ``[L]``."""
+    return (acts != 0).float().sum(-1).mean(-1)

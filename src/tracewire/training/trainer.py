@@ -1,0 +1,275 @@
+"""``train_transcoders``: the training loop, with exact resume and data parallelism.
+
+One step: read the step's activations (a pure function of the step, see ``activations``),
+standardise, forward, losses, backward, average gradients across ranks, clip, Adam. Everything the
+next step depends on (parameters, Adam moments, step, standardisation, firing EMA, RNG) is in the
+checkpoint, and the data position *is* the step, so a run killed at any point and resumed with
+``resume=True`` produces bit-identical parameters to an uninterrupted run on the same machine.
+
+Output directory: the transcoder set in the circuit-tracer layout (``config.yaml`` +
+``layer_i.safetensors`` or ``W_enc_i``/``W_dec_i``; standardisation folded in), ``training.json``
+(config, final per-layer NMSE / L0 / dead fraction on held-out windows, timings),
+``curves.json`` / ``curves.png`` and ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from tracewire.graph._atomic import atomic_write_bytes
+from tracewire.transcoders import TranscoderSet, save_transcoders
+from tracewire.training import distributed
+from tracewire.training.activations import ActivationSource
+from tracewire.training.checkpoint import (
+    load_checkpoint,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    restore_rng,
+    rng_tensors,
+    save_checkpoint,
+)
+from tracewire.training.config import STRUCTURAL_FIELDS, TrainConfig
+from tracewire.training.curves import write_curves
+from tracewire.training.losses import compute_losses, layer_fvu, layer_l0, learning_rate, sparsity_coefficient
+from tracewire.training.module import TrainableTranscoders
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+REPORT = "training.json"
+
+
+@dataclass
+class TrainResult:
+    """What a finished run returns (rank 0 also wrote it all to ``out_dir``)."""
+
+    transcoders: TranscoderSet
+    module: TrainableTranscoders
+    report: dict[str, Any]
+    curves: list[dict[str, Any]]
+    out_dir: Path
+
+
+@torch.no_grad()
+def estimate_standardisation(
+    source: ActivationSource, n_batches: int, rank: int, world: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-layer, per-dimension means and per-layer scales (root mean variance) of inputs and targets."""
+    sums: list[Tensor] = []
+    for step in range(n_batches):
+        x, y = source.batch(step, rank, world)
+        parts = [x.double().sum(1), x.double().pow(2).sum(1), y.double().sum(1), y.double().pow(2).sum(1)]
+        count = torch.full_like(parts[0][:, :1], float(x.shape[1]))
+        batch_sums = [*parts, count]
+        sums = batch_sums if not sums else [a + b for a, b in zip(sums, batch_sums)]
+    stacked = distributed.sum_(torch.cat(sums, dim=1), world)
+    d = source.d_model
+    sx, sxx, sy, syy, n = stacked[:, :d], stacked[:, d : 2 * d], stacked[:, 2 * d : 3 * d], stacked[:, 3 * d : 4 * d], stacked[:, -1:]
+    mu_in, mu_out = sx / n, sy / n
+    s_in = (sxx / n - mu_in.pow(2)).mean(1).clamp_min(1e-12).sqrt()
+    s_out = (syy / n - mu_out.pow(2)).mean(1).clamp_min(1e-12).sqrt()
+    return mu_in.float(), s_in.float(), mu_out.float(), s_out.float()
+
+
+def _autocast(enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    if not enabled:
+        return contextlib.nullcontext()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.autocast(device, dtype=torch.bfloat16)
+
+
+def _check_resumable(saved: dict[str, Any], config: TrainConfig) -> None:
+    changed = [f for f in STRUCTURAL_FIELDS if saved.get(f) != getattr(config, f)]
+    if changed:
+        details = ", ".join(f"{f}: checkpoint {saved.get(f)!r} vs now {getattr(config, f)!r}" for f in changed)
+        raise ValueError(f"cannot resume: the checkpoint was trained with a different structure ({details})")
+
+
+@torch.no_grad()
+def evaluate_module(module: TrainableTranscoders, x: Tensor, y: Tensor) -> dict[str, Any]:
+    """Per-layer FVU and L0 of ``module`` on raw activations ``x``, ``y`` (``[L, N, d]``)."""
+    was_training = module.training
+    module.eval()
+    xs, ys = module.standardise(x, y)
+    recon, acts, _ = module(xs)
+    module.train(was_training)
+    fvu = layer_fvu(recon, ys)
+    l0 = layer_l0(acts)
+    return {
+        "nmse_per_layer": [round(float(v), 6) for v in fvu],
+        "l0_per_layer": [round(float(v), 3) for v in l0],
+        "nmse_mean": float(fvu.mean()),
+        "l0_mean": float(l0.mean()),
+        "n_tokens": int(x.shape[1]),
+    }
+
+
+def train_transcoders(
+    config: TrainConfig,
+    source: ActivationSource,
+    out_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    model_name: str | None = None,
+    progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train a transcoder set on ``source`` and write it (and curves, report, checkpoints) to ``out_dir``.
+
+    With ``resume`` the run continues from ``out_dir/checkpoints`` if there is a checkpoint.
+    ``on_step(step)`` is called after every completed step (tests use it to kill the process).
+    Under ``torchrun`` each rank trains on its share of every batch; rank 0 writes the files.
+    """
+    rank, world = distributed.setup()
+    out = Path(out_dir).expanduser()
+    ckpt_dir = out / CHECKPOINT_DIR
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(config.seed)
+    module = TrainableTranscoders(config, source.n_layers, source.d_model, generator)
+    module.train()
+    param_names = [name for name, _ in module.named_parameters()]
+    optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
+    L, F = source.n_layers, config.features
+    fire_ema = torch.zeros(L, F)
+    curves: list[dict[str, Any]] = []
+    start_step = 0
+    elapsed = {"activations": 0.0, "train": 0.0}
+    checkpoint = load_checkpoint(ckpt_dir) if resume else None
+    if checkpoint is not None:
+        _check_resumable(checkpoint.state["config"], config)
+        module.load_state_dict({k[len("module.") :]: v for k, v in checkpoint.tensors.items() if k.startswith("module.")})
+        load_optimizer_tensors(optimizer, param_names, checkpoint.tensors)
+        fire_ema = checkpoint.tensors["fire_ema"].clone()
+        restore_rng(checkpoint.tensors)
+        start_step = checkpoint.step
+        curves = list(checkpoint.state.get("curves", []))
+        elapsed = dict(checkpoint.state.get("elapsed", elapsed))
+        log.info("resuming from step %d of %d (%s)", start_step, config.total_steps, ckpt_dir)
+    else:
+        if resume:
+            log.info("no checkpoint in %s: starting from scratch", ckpt_dir)
+        t0 = time.perf_counter()
+        module.set_standardisation(*estimate_standardisation(source, config.stats_batches, rank, world))
+        elapsed["activations"] += time.perf_counter() - t0
+
+    total = config.total_steps
+
+    def save(step: int) -> None:
+        if rank == 0:
+            tensors = {f"module.{k}": v for k, v in module.state_dict().items()}
+            tensors.update(optimizer_tensors(optimizer, param_names))
+            tensors.update(rng_tensors())
+            tensors["fire_ema"] = fire_ema
+            state = {"config": config.to_dict(), "next_step": step, "tokens_seen": step * config.tokens_per_step,
+                     "curves": curves, "elapsed": elapsed, "world_size": world}  # fmt: skip
+            save_checkpoint(ckpt_dir, step, tensors, state)
+        distributed.barrier(world)
+
+    bar = tqdm(total=total, initial=start_step, desc="train transcoders", unit="step",
+               disable=(rank != 0 or not progress) or None)  # fmt: skip
+    for step in range(start_step, total):
+        t0 = time.perf_counter()
+        x, y = source.batch(step, rank, world)
+        t1 = time.perf_counter()
+        xs, ys = module.standardise(x, y)
+        coef = sparsity_coefficient(config, step, total)
+        lr = learning_rate(config, step, total)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with _autocast(config.autocast):
+            recon, acts, pre = module(xs)
+            terms = compute_losses(module, recon, ys, acts, pre, coef)
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        distributed.average_gradients(module, world)
+        grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
+        optimizer.step()
+        with torch.no_grad():
+            if config.activation == "batchtopk":
+                distributed.average_(module.batchtopk_threshold, world)
+            fired = distributed.average_((acts != 0).float().mean(1), world)
+            fire_ema.mul_(config.ema_decay).add_((1 - config.ema_decay) * fired)
+        t2 = time.perf_counter()
+        elapsed["activations"] += t1 - t0
+        elapsed["train"] += t2 - t1
+        done = step + 1
+        if done % config.log_every == 0 or done == total:
+            stats = torch.stack([
+                terms.total.detach().float(), terms.mse.detach().float(),
+                layer_fvu(recon, ys).mean(), layer_l0(acts).mean(),
+            ])  # fmt: skip
+            stats = distributed.average_(stats, world)
+            record = {
+                "step": done,
+                "tokens": done * config.tokens_per_step,
+                "loss": float(stats[0]),
+                "mse": float(stats[1]),
+                "nmse": float(stats[2]),
+                "l0": float(stats[3]),
+                "dead_frac": float((fire_ema < config.dead_rate).float().mean()),
+                "sparsity": float(terms.sparsity.detach()),
+                "sparsity_coef": coef,
+                "lr": lr,
+                "grad_norm": float(grad_norm),
+                "seconds": round(elapsed["activations"] + elapsed["train"], 3),
+            }
+            curves.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", nmse=f"{record['nmse']:.3f}", l0=f"{record['l0']:.1f}")
+        bar.update(1)
+        if done % config.checkpoint_every == 0 or done == total:
+            save(done)
+        if on_step is not None:
+            on_step(done)
+    bar.close()
+    return _finish(config, source, module, fire_ema, curves, elapsed, out, rank, world, model_name)
+
+
+def _finish(
+    config: TrainConfig,
+    source: ActivationSource,
+    module: TrainableTranscoders,
+    fire_ema: Tensor,
+    curves: list[dict[str, Any]],
+    elapsed: dict[str, float],
+    out: Path,
+    rank: int,
+    world: int,
+    model_name: str | None,
+) -> TrainResult:
+    transcoders = module.export(model_name=model_name)
+    report: dict[str, Any] = {
+        "model": model_name,
+        "config": config.to_dict(),
+        "world_size": world,
+        "steps": config.total_steps,
+        "tokens": config.total_steps * config.tokens_per_step,
+        "seconds": {k: round(v, 2) for k, v in elapsed.items()},
+    }
+    train_seconds = sum(elapsed.values())
+    report["tokens_per_second"] = round(report["tokens"] / train_seconds, 1) if train_seconds > 0 else None
+    if rank == 0:
+        x, y = source.eval_batch()
+        report["eval"] = evaluate_module(module, x, y)
+        dead = (fire_ema < config.dead_rate).float().mean(1)
+        report["eval"]["dead_frac_per_layer"] = [round(float(v), 4) for v in dead]
+        report["eval"]["dead_frac_mean"] = float(dead.mean())
+        save_transcoders(transcoders, out)
+        write_curves(out, curves, title=f"{config.kind} / {config.activation} / {config.features} features")
+        atomic_write_bytes(out / REPORT, json.dumps(report, indent=1).encode("utf-8"))
+        log.info("trained %s: eval NMSE %.4f, L0 %.1f, dead %.3f -> %s", config.kind,
+                 report["eval"]["nmse_mean"], report["eval"]["l0_mean"], report["eval"]["dead_frac_mean"], out)  # fmt: skip
+    distributed.barrier(world)
+    return TrainResult(transcoders=transcoders, module=module, report=report, curves=curves, out_dir=out)
