@@ -74,18 +74,5 @@ app.command("train")(train)
 app.command("eval-transcoders")(eval_transcoders)
 
 
-from tracewire.cli.intervene import evaluate_command, intervene_command  # noqa: E402
-
-app.command("intervene")(intervene_command)
-app.command("evaluate")(evaluate_command)
-
-
-from tracewire.cli.train import corpus_app, eval_transcoders, train  # noqa: E402
-
-app.add_typer(corpus_app, name="corpus")
-app.command("train")(train)
-app.command("eval-transcoders")(eval_transcoders)
-
-
 if __name__ == "__main__":  # pragma: no cover
     app()
