@@ -1,0 +1,90 @@
+"""Training on a tiny model's streamed activations: every kind/activation learns, exports and reloads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.factories.models import tiny_model
+from tests.training.helpers import tiny_config, tiny_corpus, tiny_source
+from tracewire.training import train_transcoders
+from tracewire.training.activations import layer_activations
+from tracewire.training.losses import layer_fvu
+from tracewire.transcoders import load_transcoders
+
+CASES = [
+    ("plt", "relu", None),
+    ("plt", "jumprelu", None),
+    ("skip-plt", "topk", 4),
+    ("plt", "batchtopk", 4),
+    ("clt", "jumprelu", None),
+    ("clt", "topk", 4),
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return tiny_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.mark.parametrize(("kind", "activation", "k"), CASES)
+def test_learns_exports_and_reloads(tmp_path, corpus, kind, activation, k):
+    config = tiny_config(kind=kind, activation=activation, k=k, checkpoint_every=1000)
+    source = tiny_source(corpus, config)
+    result = train_transcoders(config, source, tmp_path / "out", model_name="tiny-llama", progress=False)
+    curves = result.curves
+    assert len(curves) == config.total_steps
+    first, last = curves[0], curves[-1]
+    assert last["mse"] < 0.7 * first["mse"], (first, last)
+
+    # The exported (folded) set reloads through the Foundation loader ...
+    ts = load_transcoders(tmp_path / "out", n_layers=3, d_model=16)
+    assert ts.kind == ("clt" if kind == "clt" else "plt") and ts.has_skip == (kind == "skip-plt")
+    # ... and its reconstruction in model units equals the trained module's de-standardised one.
+    x, y = source.eval_batch()
+    module = result.module.eval()
+    xs, _ = module.standardise(x, y)
+    recon_std, _, _ = module(xs)
+    recon_module = recon_std * module.s_out[:, None, None] + module.mu_out[:, None, :]
+    recon_export = torch.stack(ts.reconstruct(list(x)))
+    torch.testing.assert_close(recon_export, recon_module, rtol=1e-4, atol=1e-4)
+    # ... with the NMSE the trainer reported on the held-out windows.
+    reported = json.loads((tmp_path / "out" / "training.json").read_text())["eval"]
+    torch.testing.assert_close(layer_fvu(recon_export, y), torch.tensor(reported["nmse_per_layer"]), rtol=1e-3,
+                               atol=1e-5)  # fmt: skip
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 0
+    assert len(json.loads((tmp_path / "out" / "curves.json").read_text())) == len(curves)
+
+
+def test_activations_come_from_one_truncated_forward(corpus):
+    loaded = tiny_model("llama", n_layers=3, d_model=16)
+    ids = corpus.batch([0, 1], 16)
+    x, y = layer_activations(loaded, ids, "mlp_in", "mlp_out")
+    assert x.shape == y.shape == (3, 2 * 15, 16)
+    # reference: a full forward with a hook on every MLP
+    seen = {}
+    handles = [loaded.adapter.mlp_module(loaded.model, i).register_forward_hook(
+        lambda m, a, o, i=i: seen.__setitem__(i, (a[0], o))) for i in range(3)]  # fmt: skip
+    calls = []
+    final = loaded.adapter.final_norm_module(loaded.model).register_forward_hook(lambda *a: calls.append(1))
+    loaded.model(ids)
+    for h in [*handles, final]:
+        h.remove()
+    for i in range(3):
+        torch.testing.assert_close(x[i], seen[i][0][:, 1:].reshape(-1, 16))
+        torch.testing.assert_close(y[i], seen[i][1][:, 1:].reshape(-1, 16))
+    calls.clear()
+    final = loaded.adapter.final_norm_module(loaded.model).register_forward_hook(lambda *a: calls.append(1))
+    layer_activations(loaded, ids, "mlp_in", "mlp_out")
+    final.remove()
+    assert calls == []  # the forward stopped after the last MLP
+
+
+def test_resume_refuses_a_different_structure(tmp_path, corpus):
+    config = tiny_config(tokens=8 * 15 * 4, checkpoint_every=2)
+    source = tiny_source(corpus, config)
+    train_transcoders(config, source, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="features"):
+        train_transcoders(config.replace(features=64), source, tmp_path, resume=True, progress=False)
