@@ -28,7 +28,7 @@ def test_predicted_equals_actual_in_the_frozen_constrained_model_and_unfrozen_is
     made, tmp_path
 ) -> None:
     lm, ts, graph = made
-    report = evaluate_graph(graph, lm, ts, k=6, n_random=6, progress=False)
+    report = evaluate_graph(graph, lm, ts, k=6, n_random=6, batch_size=5, progress=False)
     assert [r.group for r in report.ablations] == ["top"] * 6 + ["random"] * 6
     assert report.summary["frozen_constrained"]["compared_with"] == "direct"
     exact = report.summary["frozen_constrained"]["all"]
@@ -56,6 +56,11 @@ def test_small_ablations_follow_the_linear_prediction_in_the_frozen_model(made) 
     report = evaluate_graph(
         graph, lm, ts, k=8, n_random=0, fraction=0.01, settings=("frozen", "unfrozen"), progress=False
     )
+    one_by_one = evaluate_graph(
+        graph, lm, ts, k=8, n_random=0, fraction=0.01, settings=("frozen",), batch_size=1, progress=False
+    )
+    for a, b in zip(report.ablations, one_by_one.ablations):
+        assert a.actual["frozen"] == pytest.approx(b.actual["frozen"], abs=1e-6)
     frozen = report.summary["frozen"]["all"]
     assert frozen["max_abs_error"] < 1e-3 * frozen["mean_abs_actual"] + 1e-7
     direct = torch.tensor([r.predicted["direct"] for r in report.ablations])

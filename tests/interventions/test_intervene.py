@@ -165,3 +165,23 @@ def test_bad_specs_and_settings() -> None:
         e.run(clean, [], propagate="iterative")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="need transcoders"):
         Intervener(e.loaded)
+
+
+@pytest.mark.parametrize(("arch", "kind"), [("llama", "skip"), ("gemma2", "clt"), ("gpt2", "plt")])
+def test_a_batch_of_intervention_sets_equals_one_run_each(arch: str, kind: str) -> None:
+    e = engine(arch, kind, "jumprelu")
+    clean = e.clean(random_ids(7, seed=5))
+    pos, feat, _ = active_feature(clean.activations, 0)
+    sets = [
+        [],
+        [Intervention.ablate(0, pos, feat)],
+        [Intervention.set_to(1, slice(3, None), 2, 2.0), Intervention.add(2, -1, 4, 1.0)],
+    ]
+    for switches in SWITCHES[:4]:
+        batched = e.run_batch(clean, sets, **switches)
+        for items, got in zip(sets, batched):
+            alone = e.run(clean, items, **switches)
+            assert torch.allclose(got.logits, alone.logits, atol=1e-5), switches
+            assert torch.allclose(got.activations, alone.activations, atol=1e-5), switches
+            assert torch.allclose(got.final_residual, alone.final_residual, atol=1e-5), switches
+    assert torch.equal(e.run_batch(clean, [[]])[0].logits, clean.logits)

@@ -99,12 +99,13 @@ def evaluate_graph(
     seed: int = 0,
     budgets: Sequence[int] | None = None,
     settings: Sequence[str] = tuple(SETTINGS),
+    batch_size: int = 16,
     progress: bool = True,
 ) -> FaithfulnessReport:
     """Faithfulness report of ``graph`` (made by ``attribute`` with this model and transcoders).
 
     ``fraction``: how much of each activation to ablate (1 = all of it). ``settings``: a subset
-    of ``perturbation.SETTINGS`` to run.
+    of ``perturbation.SETTINGS`` to run. ``batch_size``: ablations per forward pass.
     """
     unknown = [name for name in settings if name not in SETTINGS]
     if unknown:
@@ -126,6 +127,7 @@ def evaluate_graph(
         influence,
         fraction=fraction,
         settings=settings,
+        batch_size=batch_size,
         progress=progress,
     )
     scores = graph_scores(graph)

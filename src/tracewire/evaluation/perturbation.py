@@ -93,9 +93,11 @@ def run_ablations(
     *,
     fraction: float = 1.0,
     settings: Sequence[str] = tuple(SETTINGS),
+    batch_size: int = 16,
     progress: bool = True,
 ) -> list[AblationRecord]:
-    """Ablate ``fraction`` of each feature node's activation, one node at a time, in each setting."""
+    """Ablate ``fraction`` of each feature node's activation, one node per batch element
+    (``batch_size`` per forward), in each setting."""
     if not nodes:
         return []
     index = torch.tensor(list(nodes), dtype=torch.long)
@@ -104,33 +106,36 @@ def run_ablations(
     vectors = graph.target_vectors.to(dtype=torch.float64)
     baseline = clean.final_residual[-1].double().cpu() @ vectors.T
     records: list[AblationRecord] = []
-    all_layers = range(engine.n_layers)
-    bar = tqdm(total=len(nodes) * len(settings), desc="ablations", unit="run", disable=not progress)
     for i, (node, group) in enumerate(zip(nodes, groups)):
         layer, pos, feat = (int(v) for v in graph.features[node].tolist())
-        record = AblationRecord(
-            node=int(node),
-            layer=layer,
-            pos=pos,
-            feature=feat,
-            activation=float(activations[i]),
-            influence=float(influence[node]),
-            group=group,
-            predicted={
-                "direct": predicted.direct_targets[i].tolist(),
-                "total": predicted.total_targets[i].tolist(),
-            },
+        records.append(
+            AblationRecord(
+                node=int(node),
+                layer=layer,
+                pos=pos,
+                feature=feat,
+                activation=float(activations[i]),
+                influence=float(influence[node]),
+                group=group,
+                predicted={
+                    "direct": predicted.direct_targets[i].tolist(),
+                    "total": predicted.total_targets[i].tolist(),
+                },
+            )
         )
-        ablation = [Intervention.scale_by(layer, pos, feat, 1.0 - fraction)]
-        for name in settings:
-            kwargs = dict(SETTINGS[name][0])
-            if kwargs.get("constrained_layers") == "all":
-                kwargs["constrained_layers"] = all_layers
-            result = engine.run(clean, ablation, keep_activations=False, **kwargs)
-            read = result.final_residual[-1].double().cpu() @ vectors.T
-            record.actual[name] = (read - baseline).tolist()
-            bar.update(1)
-        records.append(record)
+    ablations = [[Intervention.scale_by(r.layer, r.pos, r.feature, 1.0 - fraction)] for r in records]
+    bar = tqdm(total=len(records) * len(settings), desc="ablations", unit="run", disable=not progress)
+    for name in settings:
+        kwargs = dict(SETTINGS[name][0])
+        if kwargs.get("constrained_layers") == "all":
+            kwargs["constrained_layers"] = range(engine.n_layers)
+        for start in range(0, len(records), batch_size):
+            chunk = ablations[start : start + batch_size]
+            results = engine.run_batch(clean, chunk, keep_activations=False, **kwargs)
+            for record, result in zip(records[start : start + batch_size], results):
+                read = result.final_residual[-1].double().cpu() @ vectors.T
+                record.actual[name] = (read - baseline).tolist()
+            bar.update(len(chunk))
     bar.close()
     return records
 

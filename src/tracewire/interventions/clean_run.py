@@ -102,10 +102,11 @@ class Recorder:
     def transcoder_input(self, layer: int, x: torch.Tensor) -> None:
         ts = self.transcoders
         self.run.inputs[layer] = x[0]
-        xt = x[0].to(device=ts.device, dtype=ts.dtype)
-        self.run.activations[layer] = ts.encode(layer, xt)
+        # encoded with the batch axis, exactly as an intervened pass does (bit-identical no-ops)
+        xt = x.to(device=ts.device, dtype=ts.dtype)
+        self.run.activations[layer] = ts.encode(layer, xt)[0]
         if ts.has_skip:
-            self.run.skips[layer] = ts.skip(layer, xt)
+            self.run.skips[layer] = ts.skip(layer, xt)[0]
 
     def inner_mlp(self, layer: int, live: Live) -> torch.Tensor:
         return live()

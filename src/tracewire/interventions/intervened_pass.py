@@ -16,9 +16,11 @@ that applies at ``i`` edits them (``new``). What is written at output site ``l``
   changed input and add ``W_dec (new − current)`` of the intervened features only; constrained
   layers are as above.
 
-Only the prompt positions of the clean run have clean constants. Positions beyond them (tokens
-being generated) always run the real model — live attention, live norms, real MLPs — plus the
-decoder writes of the interventions that apply there.
+A pass may carry a batch of sequences, each with its own interventions (the harness ablates
+many features in one forward). Only the prompt positions of the clean run have clean
+constants. Positions beyond them (tokens being generated) always run the real model — live
+attention, live norms, real MLPs — plus the decoder writes of the interventions that apply
+there.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class Settings:
 
 @dataclass
 class PassRecord:
-    """What the prompt call of an intervened pass saw (batch element 0)."""
+    """What the prompt call of an intervened pass saw: ``[B, P, ...]`` per layer."""
 
     inputs: dict[int, torch.Tensor] = field(default_factory=dict)
     activations: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -71,7 +73,7 @@ class InterventionPass:
         clean: CleanRun,
         transcoders: Any,
         adapter: Adapter,
-        interventions: list[Intervention],
+        batches: list[list[Intervention]],
         settings: Settings,
         *,
         keep_activations: bool = True,
@@ -81,9 +83,11 @@ class InterventionPass:
         self.adapter = adapter
         self.settings = settings
         self.keep_activations = keep_activations
-        self.by_layer: dict[int, list[Intervention]] = {}
-        for item in interventions:
-            self.by_layer.setdefault(item.layer, []).append(item)
+        self.batch = len(batches)
+        self.by_layer: dict[int, list[tuple[int, Intervention]]] = {}
+        for element, items in enumerate(batches):
+            for item in items:
+                self.by_layer.setdefault(item.layer, []).append((element, item))
         self.record = PassRecord()
         self.offset = 0
         self.start = 0
@@ -94,9 +98,9 @@ class InterventionPass:
 
     # -- per forward call --------------------------------------------------------------------------
     def on_embed(self, input_ids: torch.Tensor) -> None:
-        if input_ids.shape[0] != 1:
+        if input_ids.shape[0] != self.batch:
             raise RuntimeError(
-                f"interventions run one sequence at a time, got a batch of {input_ids.shape[0]}"
+                f"this pass has {self.batch} sets of interventions but got a batch of {input_ids.shape[0]}"
             )
         self.start, self.length = self.offset, int(input_ids.shape[1])
         self.offset += self.length
@@ -127,11 +131,13 @@ class InterventionPass:
         if self.prompt_call and self.settings.freeze_attention:
             layer = int(getattr(module, "layer_idx", -1))
             q, k = self.clean.queries[layer], self.clean.keys[layer]
-            if q.shape != query.shape or k.shape != key.shape:
+            if q.shape[1:] != query.shape[1:] or k.shape[1:] != key.shape[1:]:
                 raise RuntimeError(
                     f"layer {layer}: frozen attention needs queries/keys shaped like the clean run's "
                     f"({tuple(q.shape)}, {tuple(k.shape)}), got ({tuple(query.shape)}, {tuple(key.shape)})"
                 )
+            if query.shape[0] != q.shape[0]:
+                q, k = q.expand(query.shape[0], -1, -1, -1), k.expand(key.shape[0], -1, -1, -1)
             return base(module, q, k, value, attention_mask, **kwargs)
         return base(module, query, key, value, attention_mask, **kwargs)
 
@@ -144,27 +150,27 @@ class InterventionPass:
 
     def transcoder_input(self, layer: int, x: torch.Tensor) -> None:
         ts = self.ts
-        self.inputs[layer] = x[0]
+        self.inputs[layer] = x
         if self.prompt_call:
-            self.record.inputs[layer] = x[0]
+            self.record.inputs[layer] = x
         applicable = [
-            (item, where)
-            for item in self.by_layer.get(layer, ())
+            (element, item, where)
+            for element, item in self.by_layer.get(layer, ())
             if (where := item.positions(self.start, self.length, self.clean.n_pos))
         ]
         if not self.prompt_call and not applicable:
             return
-        clean_acts = self.clean.activations[layer] if self.prompt_call else None
+        clean_acts = self.clean.activations[layer][None] if self.prompt_call else None
         if clean_acts is not None and layer in self.settings.constrained:
-            current = clean_acts
+            current = clean_acts.expand(x.shape[0], -1, -1)
         else:
-            current = ts.encode(layer, x[0].to(device=ts.device, dtype=ts.dtype))
+            current = ts.encode(layer, x.to(device=ts.device, dtype=ts.dtype))  # [B, T, d_tc]
         new = current
         if applicable:
             new = current.clone()
-            for item, where in applicable:
+            for element, item, where in applicable:
                 index = torch.tensor(where, device=new.device)
-                new[index, item.feature] = item.apply(new[index, item.feature])
+                new[element, index, item.feature] = item.apply(new[element, index, item.feature])
         if self.prompt_call and self.keep_activations:
             self.record.activations[layer] = new
         transcoders_mode = self.prompt_call and self.settings.propagate == "transcoders"
@@ -172,24 +178,24 @@ class InterventionPass:
         self._write(layer, new - reference)
 
     def _write(self, layer: int, delta: torch.Tensor) -> None:
-        """Add ``W_dec delta`` (``delta``: ``[T, d_tc]``) to every output layer the features write to."""
-        columns = delta.ne(0).any(dim=0).nonzero().squeeze(1)
+        """Add ``W_dec delta`` (``delta``: ``[B, T, d_tc]``) to every output layer the features write to."""
+        columns = delta.ne(0).flatten(0, -2).any(dim=0).nonzero().squeeze(1)
         if columns.numel() == 0:
             return
         rows = self.ts.decoder_vectors(layer, columns)  # [n, n_out, d]
-        writes = torch.einsum("tn,nod->tod", delta[:, columns], rows.to(delta.dtype))
+        writes = torch.einsum("btn,nod->btod", delta[..., columns], rows.to(delta.dtype))
         for j, target in enumerate(self.ts.output_layers(layer)):
             previous = self.pending.get(target)
-            self.pending[target] = writes[:, j] if previous is None else previous + writes[:, j]
+            self.pending[target] = writes[:, :, j] if previous is None else previous + writes[:, :, j]
 
     def inner_mlp(self, layer: int, live: Live) -> torch.Tensor:
         if self._frozen_output(layer):  # the post-MLP norm (the output site) will not read it
-            return torch.zeros_like(self.inputs[layer])[None]
+            return torch.zeros_like(self.inputs[layer])
         return live()
 
     def output_site(self, layer: int, live: Live) -> torch.Tensor:
         if self._frozen_output(layer):
-            out = self.clean.outputs[layer][None]
+            out = self.clean.outputs[layer][None].expand(self.batch, -1, -1)
             if self.ts.has_skip:
                 x = self.inputs[layer].to(device=self.ts.device, dtype=self.ts.dtype)
                 change = self.ts.skip(layer, x) - self.clean.skips[layer]
@@ -198,11 +204,11 @@ class InterventionPass:
             out = live()
         pending = self.pending.get(layer)
         if pending is not None:
-            out = out + pending.to(device=out.device, dtype=out.dtype)[None]
+            out = out + pending.to(device=out.device, dtype=out.dtype)
         return out
 
     def final(self, live: Live) -> torch.Tensor:
         value = live()
         if self.prompt_call:
-            self.record.final_residual = value[0]
+            self.record.final_residual = value
         return value
