@@ -9,11 +9,29 @@ from tracewire.transcoders.synthetic import random_clt, random_plt
 KINDS = ("plt", "skip", "clt")
 
 
-def setup(arch: str, kind: str = "plt", activation: str = "relu", *, seed: int = 0, d_tc: int = 24):
-    """(LoadedModel, TranscoderSet): 3 layers, d_model 16; ``kind`` plt | skip | clt."""
+def setup(
+    arch: str,
+    kind: str = "plt",
+    activation: str = "relu",
+    *,
+    seed: int = 0,
+    d_tc: int = 24,
+    hooks: tuple[str, str] = ("mlp.hook_in", "mlp.hook_out"),
+):
+    """(LoadedModel, TranscoderSet): 3 layers, d_model 16; ``kind`` plt | skip | clt; ``hooks``
+    the transcoders' (input, output) hooks."""
     lm = tiny_model(arch, seed=seed)
     maker = random_clt if kind == "clt" else random_plt
-    ts = maker(3, lm.d_model, d_tc, activation=activation, skip=kind == "skip", seed=seed)
+    ts = maker(
+        3,
+        lm.d_model,
+        d_tc,
+        activation=activation,
+        skip=kind == "skip",
+        seed=seed,
+        feature_input_hook=hooks[0],
+        feature_output_hook=hooks[1],
+    )
     return lm, ts
 
 

@@ -8,7 +8,10 @@ settings, from the graph's own idealisation to the real model:
   linear local replacement model; compared with the *direct* prediction, and equal to it up to
   float rounding (a check of the whole pipeline rather than of the graph);
 - ``frozen``: attention and norms frozen, features recomputed through the transcoders (their
-  nonlinearity is the only thing the graph linearises); compared with the *total* prediction;
+  nonlinearity is the only thing the graph linearises); compared with the *total* prediction.
+  Nothing renormalises the residual stream here, so transcoders whose features amplify each
+  other from layer to layer make these effects grow without bound — itself a finding about the
+  transcoders (random ones on SmolLM2 reach ~1e16; the ``unfrozen`` setting stays finite);
 - ``unfrozen``: attention and norms live too, errors still held fixed;
 - ``model``: the original model: real MLPs downstream, the intervention written through the
   feature's decoders.
