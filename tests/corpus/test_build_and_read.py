@@ -16,8 +16,10 @@ from tracewire.corpus import CorpusError, Source, TokenCorpus, build_corpus, loc
 
 def _build(tmp_path, sources, **kw):
     out = tmp_path / "corpus"
-    manifest = build_corpus(out, tokenizer=tiny_tokenizer(), bos_token_id=0, model_name="tiny", sources=sources,
-                            raw_dir=tmp_path / "raw", fetch=False, **kw)  # fmt: skip
+    manifest = build_corpus(
+        out, tokenizer=tiny_tokenizer(), bos_token_id=0, model_name="tiny", sources=sources,
+        raw_dir=tmp_path / "raw", fetch=False, **kw,
+    )  # fmt: skip
     return out, manifest
 
 

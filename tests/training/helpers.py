@@ -17,7 +17,8 @@ def tiny_corpus(tmp: Path) -> TokenCorpus:
 
 
 def tiny_config(**changes: object) -> TrainConfig:
-    base = TrainConfig(kind="plt", activation="relu", features=32, tokens=8 * 15 * 40, seq_len=16, batch_windows=8,
+    base = TrainConfig(kind="plt", activation="relu", features=32, tokens=8 * 15 * 40, seq_len=16,
+                       batch_windows=8,
                        lr=2e-2, sparsity_coef=1e-3, checkpoint_every=4, log_every=1, stats_batches=2,
                        eval_windows=8)  # fmt: skip
     return base.replace(**changes)

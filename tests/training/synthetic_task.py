@@ -14,8 +14,17 @@ from torch import Tensor
 
 
 class SparseFeatureTask:
-    def __init__(self, kind: str, *, n_layers: int = 2, d_model: int = 16, n_true: int = 24,
-                 p_active: float = 0.05, batch_tokens: int = 512, seed: int = 0) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        n_layers: int = 2,
+        d_model: int = 16,
+        n_true: int = 24,
+        p_active: float = 0.05,
+        batch_tokens: int = 512,
+        seed: int = 0,
+    ) -> None:
         self.kind, self.n_layers, self.d_model, self.n_true = kind, n_layers, d_model, n_true
         self.p_active, self.batch_tokens, self.seed = p_active, batch_tokens, seed
         g = torch.Generator().manual_seed(seed)
@@ -49,7 +58,7 @@ class SparseFeatureTask:
     def batch(self, step: int, rank: int = 0, world: int = 1) -> tuple[Tensor, Tensor]:
         x, y = self._xy(self._acts(step))
         share = self.batch_tokens // world
-        return x[:, rank * share:(rank + 1) * share], y[:, rank * share:(rank + 1) * share]
+        return x[:, rank * share : (rank + 1) * share], y[:, rank * share : (rank + 1) * share]
 
     def eval_batch(self) -> tuple[Tensor, Tensor]:
         return self._xy(self._acts(-1_000_000))

@@ -37,8 +37,10 @@ def test_corpus_build_train_eval(tmp_path):
     report = json.loads((out / "training.json").read_text())
     assert report["config"]["features"] == 24 and report["steps"] == 10
 
-    result = runner.invoke(app, ["eval-transcoders", "--model", str(model_dir), "-t", str(out),
-                                 "--corpus", str(tmp_path / "corpus"), "--windows", "4", "--seq-len", "16"])  # fmt: skip
+    corpus = str(tmp_path / "corpus")
+    args = ["eval-transcoders", "--model", str(model_dir), "-t", str(out), "--corpus", corpus,
+            "--windows", "4", "--seq-len", "16"]  # fmt: skip
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "CE recovered" in result.output
     assert (out / "eval.png").stat().st_size > 0

@@ -26,7 +26,9 @@ def test_logit_metrics_by_hand():
     assert m["kl_sum"] == pytest.approx(kl, rel=1e-5)
     assert m["agree_sum"] == 1.0 and m["n_positions"] == 2.0  # argmax agrees at 1, not at 2
     # the only next-token target inside positions 1..: logits at position 1 predict ids[0, 2] = 1
-    assert m["ce_orig_sum"] == pytest.approx(-math.log(0.75)) and m["ce_new_sum"] == pytest.approx(-math.log(0.6))
+    assert m["ce_orig_sum"] == pytest.approx(-math.log(0.75)) and m["ce_new_sum"] == pytest.approx(
+        -math.log(0.6)
+    )
     assert m["n_targets"] == 1.0
     assert ce_recovered(3.0, 2.0, 1.0) == pytest.approx(0.5)
     assert ce_recovered(3.0, 1.0, 1.0) == pytest.approx(1.0)
@@ -75,7 +77,9 @@ def test_evaluate_against_hand_computed_values(tmp_path):
     loaded = tiny_model("llama", n_layers=3, d_model=16)
     corpus = tiny_corpus(tmp_path)
     ts = random_plt(3, 16, 24, activation="relu", skip=True)
-    report = evaluate_transcoders(loaded, ts, corpus, seq_len=16, n_windows=6, batch_windows=3, progress=False)
+    report = evaluate_transcoders(
+        loaded, ts, corpus, seq_len=16, n_windows=6, batch_windows=3, progress=False
+    )
     first = report["windows"]["first"]
     ids = corpus.batch(range(first, first + 6), 16)
     x, y = layer_activations(loaded, ids, "mlp_in", "mlp_out")
@@ -99,7 +103,9 @@ def test_evaluate_against_hand_computed_values(tmp_path):
         silent.W_dec[layer].zero_()
         silent.b_dec[layer].zero_()
         silent.b_enc[layer].fill_(-1e6)
-    zero = evaluate_transcoders(loaded, silent, corpus, seq_len=16, n_windows=6, batch_windows=3, progress=False)
+    zero = evaluate_transcoders(
+        loaded, silent, corpus, seq_len=16, n_windows=6, batch_windows=3, progress=False
+    )
     assert zero["spliced"]["ce_recovered"] == pytest.approx(0.0, abs=1e-6)
     assert zero["spliced"]["ce_spliced"] == pytest.approx(zero["spliced"]["ce_zero_ablated"])
     assert zero["dead_frac_mean"] == 1.0 and zero["l0_mean"] == 0.0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -54,13 +53,26 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, corpus_dir):
     assert [c["loss"] for c in curves_a] == [c["loss"] for c in curves_b]
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-                    reason="torchrun not installed")  # fmt: skip
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed next to this Python")
 def test_torchrun_two_processes_match_one(tmp_path, corpus_dir):
-    torchrun = str(Path(sys.executable).parent / "torchrun")
+    torchrun = str(TORCHRUN)
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     _worker(single, corpus_dir)
-    _run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "tests.training.worker", str(ddp), str(corpus_dir)])
+    _run(
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "tests.training.worker",
+            str(ddp),
+            str(corpus_dir),
+        ]
+    )
     r0, r1 = load_file(str(ddp / "rank0.safetensors")), load_file(str(ddp / "rank1.safetensors"))
     one = load_file(str(single / "rank0.safetensors"))
     for key in one:

@@ -17,7 +17,9 @@ def test_recovers_ground_truth_features(tmp_path, kind, activation, k):
     result = train_transcoders(config, task, tmp_path, progress=False)
     module = result.module
     for layer in range(task.n_layers):
-        learned = module.W_dec_clt[layer].detach().flatten(1) if kind == "clt" else module.W_dec[layer].detach()
+        learned = (
+            module.W_dec_clt[layer].detach().flatten(1) if kind == "clt" else module.W_dec[layer].detach()
+        )
         score = mean_max_cosine(learned, task.true_decoders(layer))
         assert score > 0.9, f"layer {layer}: mean max-cosine {score:.3f}"
     assert result.report["eval"]["nmse_mean"] < 0.2

@@ -52,8 +52,8 @@ def test_learns_exports_and_reloads(tmp_path, corpus, kind, activation, k):
     torch.testing.assert_close(recon_export, recon_module, rtol=1e-4, atol=1e-4)
     # ... with the NMSE the trainer reported on the held-out windows.
     reported = json.loads((tmp_path / "out" / "training.json").read_text())["eval"]
-    torch.testing.assert_close(layer_fvu(recon_export, y), torch.tensor(reported["nmse_per_layer"]), rtol=1e-3,
-                               atol=1e-5)  # fmt: skip
+    expected = torch.tensor(reported["nmse_per_layer"])
+    torch.testing.assert_close(layer_fvu(recon_export, y), expected, rtol=1e-3, atol=1e-5)
     assert (tmp_path / "out" / "curves.png").stat().st_size > 0
     assert len(json.loads((tmp_path / "out" / "curves.json").read_text())) == len(curves)
 

@@ -128,7 +128,8 @@ def train(
                      offline=False, seed=0)  # fmt: skip
     token_corpus = TokenCorpus(corpus_dir)
     source = ModelActivations(
-        loaded, token_corpus, input_site=config.input_site, output_site=config.output_site, seq_len=config.seq_len,
+        loaded, token_corpus, input_site=config.input_site, output_site=config.output_site,
+        seq_len=config.seq_len,
         batch_windows=config.batch_windows, eval_windows=config.eval_windows, autocast=config.model_autocast,
     )  # fmt: skip
     if cache_dir is not None:

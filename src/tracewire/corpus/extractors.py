@@ -182,7 +182,8 @@ def _dictd_entries(prefix: Path) -> Iterator[str]:
     def b64(s: str) -> int:
         return sum(alphabet.index(c) * 64**k for k, c in enumerate(reversed(s)))
 
-    data = gzip.open(prefix.with_suffix(".dict.dz")).read()
+    with gzip.open(prefix.with_suffix(".dict.dz")) as handle:
+        data = handle.read()
     seen: set[tuple[int, int]] = set()
     for line in prefix.with_suffix(".index").read_text("utf-8", errors="replace").splitlines():
         parts = line.split("\t")

@@ -126,7 +126,8 @@ class TokenCorpus:
     def windows(
         self, seq_len: int, *, batch_size: int = 1, start: int = 0, stop: int | None = None
     ) -> Iterator[Tensor]:
-        """Windows ``start .. stop-1`` in order, as LongTensors ``[batch_size, seq_len]`` (last may be smaller)."""
+        """Windows ``start .. stop-1`` in order, as LongTensors ``[batch_size, seq_len]`` (the last may be
+        smaller)."""
         end = self.n_windows(seq_len) if stop is None else min(stop, self.n_windows(seq_len))
         for first in range(start, end, batch_size):
             yield self.batch(range(first, min(first + batch_size, end)), seq_len)

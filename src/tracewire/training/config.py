@@ -63,10 +63,10 @@ class TrainConfig:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
-        if self.activation in ("topk", "batchtopk"):
-            if self.k is None or not 0 < self.k <= self.features:
-                raise ValueError(f"activation {self.activation!r} needs k in [1, features={self.features}], "
-                                 f"got k={self.k!r}")  # fmt: skip
+        if self.activation in ("topk", "batchtopk") and (self.k is None or not 0 < self.k <= self.features):
+            raise ValueError(
+                f"activation {self.activation!r} needs k in [1, features={self.features}], got k={self.k!r}"
+            )
         for name in ("features", "tokens", "batch_windows", "checkpoint_every", "log_every", "stats_batches"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")

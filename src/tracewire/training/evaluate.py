@@ -33,9 +33,9 @@ from tqdm import tqdm
 from tracewire.corpus import TokenCorpus
 from tracewire.graph._atomic import atomic_write_bytes
 from tracewire.models.loading import LoadedModel
-from tracewire.transcoders import TranscoderSet
 from tracewire.training.activations import layer_activations
 from tracewire.training.curves import save_png
+from tracewire.transcoders import TranscoderSet
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +79,13 @@ def spliced(loaded: LoadedModel, ts: TranscoderSet, mode: SpliceMode = "replace"
     for layer in range(n_layers):
         module, side = adapter.site_module(model, layer, ts.config.input_site)
         if side == "input":
+
             def pre_hook(_m, args, kwargs, layer=layer):  # type: ignore[no-untyped-def]
                 capture(layer, args[0] if args else next(iter(kwargs.values())))
 
             handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
         else:
+
             def in_hook(_m, _a, output, layer=layer):  # type: ignore[no-untyped-def]
                 capture(layer, output[0] if isinstance(output, tuple) else output)
 
@@ -152,7 +154,9 @@ def evaluate_transcoders(
     total = corpus.n_windows(seq_len)
     first = total - n_windows if start is None else start
     if first < 0 or first + n_windows > total:
-        raise ValueError(f"windows {first}..{first + n_windows} outside the corpus's {total} windows of {seq_len}")
+        raise ValueError(
+            f"windows {first}..{first + n_windows} outside the corpus's {total} windows of {seq_len}"
+        )
     L, F = ts.n_layers, ts.d_transcoder
     err = torch.zeros(L, dtype=torch.float64)
     sq = torch.zeros(L, dtype=torch.float64)

@@ -55,7 +55,7 @@ def compute_losses(
     module: TrainableTranscoders, recon: Tensor, ys: Tensor, acts: Tensor, pre: Tensor, sparsity_coef: float
 ) -> LossTerms:
     cfg = module.config
-    L, N, d = ys.shape
+    d = ys.shape[-1]
     mse = (recon.float() - ys).pow(2).sum(-1).mean() / d
     zero = mse.new_zeros(())
     sparsity = preact = zero

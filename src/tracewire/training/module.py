@@ -56,6 +56,12 @@ class _JumpReLU(torch.autograd.Function):
 class TrainableTranscoders(nn.Module):
     """PLT / skip-PLT / CLT with the activation of ``config``, plus its standardisation buffers."""
 
+    mu_in: Tensor
+    mu_out: Tensor
+    s_in: Tensor
+    s_out: Tensor
+    batchtopk_threshold: Tensor
+
     def __init__(self, config: TrainConfig, n_layers: int, d_model: int, generator: torch.Generator) -> None:
         super().__init__()
         self.config = config

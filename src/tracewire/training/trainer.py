@@ -29,7 +29,6 @@ from torch import Tensor
 from tqdm import tqdm
 
 from tracewire.graph._atomic import atomic_write_bytes
-from tracewire.transcoders import TranscoderSet, save_transcoders
 from tracewire.training import distributed
 from tracewire.training.activations import ActivationSource
 from tracewire.training.checkpoint import (
@@ -44,6 +43,7 @@ from tracewire.training.config import STRUCTURAL_FIELDS, TrainConfig
 from tracewire.training.curves import write_curves
 from tracewire.training.losses import compute_losses, layer_fvu, layer_l0, learning_rate, sparsity_coefficient
 from tracewire.training.module import TrainableTranscoders
+from tracewire.transcoders import TranscoderSet, save_transcoders
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,13 @@ def estimate_standardisation(
         sums = batch_sums if not sums else [a + b for a, b in zip(sums, batch_sums)]
     stacked = distributed.sum_(torch.cat(sums, dim=1), world)
     d = source.d_model
-    sx, sxx, sy, syy, n = stacked[:, :d], stacked[:, d : 2 * d], stacked[:, 2 * d : 3 * d], stacked[:, 3 * d : 4 * d], stacked[:, -1:]
+    sx, sxx, sy, syy, n = (
+        stacked[:, :d],
+        stacked[:, d : 2 * d],
+        stacked[:, 2 * d : 3 * d],
+        stacked[:, 3 * d : 4 * d],
+        stacked[:, -1:],
+    )
     mu_in, mu_out = sx / n, sy / n
     s_in = (sxx / n - mu_in.pow(2)).mean(1).clamp_min(1e-12).sqrt()
     s_out = (syy / n - mu_out.pow(2)).mean(1).clamp_min(1e-12).sqrt()
@@ -93,7 +99,9 @@ def _autocast(enabled: bool) -> contextlib.AbstractContextManager[Any]:
 def _check_resumable(saved: dict[str, Any], config: TrainConfig) -> None:
     changed = [f for f in STRUCTURAL_FIELDS if saved.get(f) != getattr(config, f)]
     if changed:
-        details = ", ".join(f"{f}: checkpoint {saved.get(f)!r} vs now {getattr(config, f)!r}" for f in changed)
+        details = ", ".join(
+            f"{f}: checkpoint {saved.get(f)!r} vs now {getattr(config, f)!r}" for f in changed
+        )
         raise ValueError(f"cannot resume: the checkpoint was trained with a different structure ({details})")
 
 
@@ -150,7 +158,9 @@ def train_transcoders(
     checkpoint = load_checkpoint(ckpt_dir) if resume else None
     if checkpoint is not None:
         _check_resumable(checkpoint.state["config"], config)
-        module.load_state_dict({k[len("module.") :]: v for k, v in checkpoint.tensors.items() if k.startswith("module.")})
+        module.load_state_dict(
+            {k[len("module.") :]: v for k, v in checkpoint.tensors.items() if k.startswith("module.")}
+        )
         load_optimizer_tensors(optimizer, param_names, checkpoint.tensors)
         fire_ema = checkpoint.tensors["fire_ema"].clone()
         restore_rng(checkpoint.tensors)
@@ -173,8 +183,14 @@ def train_transcoders(
             tensors.update(optimizer_tensors(optimizer, param_names))
             tensors.update(rng_tensors())
             tensors["fire_ema"] = fire_ema
-            state = {"config": config.to_dict(), "next_step": step, "tokens_seen": step * config.tokens_per_step,
-                     "curves": curves, "elapsed": elapsed, "world_size": world}  # fmt: skip
+            state = {
+                "config": config.to_dict(),
+                "next_step": step,
+                "tokens_seen": step * config.tokens_per_step,
+                "curves": curves,
+                "elapsed": elapsed,
+                "world_size": world,
+            }
             save_checkpoint(ckpt_dir, step, tensors, state)
         distributed.barrier(world)
 
@@ -227,7 +243,9 @@ def train_transcoders(
                 "seconds": round(elapsed["activations"] + elapsed["train"], 3),
             }
             curves.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", nmse=f"{record['nmse']:.3f}", l0=f"{record['l0']:.1f}")
+            bar.set_postfix(
+                loss=f"{record['loss']:.4f}", nmse=f"{record['nmse']:.3f}", l0=f"{record['l0']:.1f}"
+            )
         bar.update(1)
         if done % config.checkpoint_every == 0 or done == total:
             save(done)
@@ -269,7 +287,8 @@ def _finish(
         save_transcoders(transcoders, out)
         write_curves(out, curves, title=f"{config.kind} / {config.activation} / {config.features} features")
         atomic_write_bytes(out / REPORT, json.dumps(report, indent=1).encode("utf-8"))
+        ev = report["eval"]
         log.info("trained %s: eval NMSE %.4f, L0 %.1f, dead %.3f -> %s", config.kind,
-                 report["eval"]["nmse_mean"], report["eval"]["l0_mean"], report["eval"]["dead_frac_mean"], out)  # fmt: skip
+                 ev["nmse_mean"], ev["l0_mean"], ev["dead_frac_mean"], out)  # fmt: skip
     distributed.barrier(world)
     return TrainResult(transcoders=transcoders, module=module, report=report, curves=curves, out_dir=out)
