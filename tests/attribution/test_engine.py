@@ -170,3 +170,45 @@ def test_causal_cone_does_less_work_than_the_reference() -> None:
     graph = attribute(random_ids(12, seed=1), rm, progress=False, batch_size=16)
     work = graph.metadata["work"]
     assert work["position_layers_touched"] < work["reference_position_layers_touched"]
+
+
+@pytest.mark.parametrize(
+    ("arch", "input_hook", "output_hook"),
+    [
+        ("llama", "hook_resid_mid", "hook_mlp_out"),
+        ("gemma2", "ln2.hook_normalized", "hook_mlp_out"),  # output after Gemma's post-MLP norm
+        ("gemma3", "hook_resid_mid", "mlp.hook_out"),  # post-MLP norm frozen, not replaced
+        ("gpt2", "hook_resid_mid", "hook_mlp_out"),
+    ],
+)
+def test_other_transcoder_sites(arch: str, input_hook: str, output_hook: str) -> None:
+    lm = tiny_model(arch, seed=12)
+    ts = random_plt(
+        3,
+        lm.d_model,
+        24,
+        activation="relu",
+        skip=True,
+        seed=12,
+        feature_input_hook=input_hook,
+        feature_output_hook=output_hook,
+    )
+    rm = ReplacementModel(lm, ts)
+    ids = random_ids(6, seed=13)
+    with torch.no_grad():
+        reference = lm.model(ids[None]).logits
+    assert (rm.record(ids).logits - reference).abs().max() <= 1e-6
+    graph = attribute(ids, rm, progress=False)
+    _check_edges(graph, perturbation_adjacency(rm, graph))
+
+
+def test_no_bos_no_zeroed_position() -> None:
+    """Without a BOS token nothing is zeroed: position 0 has features and a non-zero error."""
+    rm = _setup("llama", "skip", "relu")
+    rm.loaded.bos_token_id = None
+    ids = random_ids(5, seed=14)
+    ids[0] = 9
+    graph = attribute(ids, rm, progress=False)
+    assert graph.metadata["zero_positions"] == []
+    assert (graph.features[:, 1] == 0).any()
+    _check_edges(graph, perturbation_adjacency(rm, graph))

@@ -274,13 +274,25 @@ def _run_features(
     max_batch_tokens: int,
     bucket: Any,
 ) -> None:
-    """Rows for features ``order`` (global ids), regrouped by (position, layer) for tight cones."""
+    """Rows for features ``order`` (global ids), regrouped so each batch's cone is tight.
+
+    A batch costs (copies × replay length × top layer). Sorting by (position, layer) keeps the
+    length tight, sorting by (layer, position) keeps the top layer tight; the plan with less
+    work wins (short prompts usually prefer layers, long ones positions).
+    """
     if order.numel() == 0:
         return
     ts = rm.transcoders
     assert ts is not None
-    key = comps.pos[order] * (rm.n_layers + 1) + comps.layer[order]
-    order = order[torch.argsort(key, stable=True)]
+    n = rm.n_layers + 1
+    by_pos = order[torch.argsort(comps.pos[order] * n + comps.layer[order], stable=True)]
+    by_layer = order[torch.argsort(comps.layer[order] * (comps.n_pos + 1) + comps.pos[order], stable=True)]
+    order = min(
+        (by_pos, by_layer),
+        key=lambda o: _planned_work(
+            comps.layer[o].tolist(), comps.pos[o].tolist(), batch_size, max_batch_tokens, bucket
+        ),
+    )
     layers, feats = comps.layer[order], comps.feature[order]
     vectors = torch.empty(
         order.numel(), comps.errors.shape[-1], dtype=comps.errors.dtype, device=order.device
@@ -291,17 +303,37 @@ def _run_features(
     run_batches(_batches(order, layers, comps.pos[order], vectors, batch_size, max_batch_tokens, bucket))
 
 
+def _planned_work(
+    layers: list[int], positions: list[int], batch_size: int, max_batch_tokens: int, bucket: Any
+) -> int:
+    """Copies × replay length × top layer, summed over the batches ``_batches`` would cut."""
+    total, start, n = 0, 0, len(layers)
+    while start < n:
+        size = batch_size
+        while True:
+            end = min(n, start + size)
+            length = bucket(max(positions[start:end]) + 1)
+            capacity = _capacity(length, batch_size, max_batch_tokens)
+            if size <= capacity:
+                break
+            size = max(1, size // 2)
+        total += capacity * length * max(layers[start:end])
+        start = end
+    return total
+
+
 def _influence(
     collected: list[RowBatch], resolved: Targets, target_nodes: torch.Tensor, space: NodeSpace
 ) -> torch.Tensor:
-    rows = torch.cat([b.rows for b in collected])
-    cols = torch.cat([b.cols for b in collected])
-    values = torch.cat([b.values for b in collected])
     row_nodes = torch.cat([b.row_nodes for b in collected])
-    abs_sums = torch.cat([b.abs_sums for b in collected])
-    return estimate_influence(
-        rows, cols, values, abs_sums, row_nodes, resolved.probabilities, target_nodes, space.size
-    )
+    batches, offset = [], 0
+    for b in collected:
+        if b.weights is None:
+            local = b.row_index
+            b.weights = b.values.abs() / b.abs_sums[local].clamp_min(1e-10)
+        batches.append((b.row_index + offset, b.cols, b.weights))
+        offset += int(b.row_nodes.numel())
+    return estimate_influence(batches, row_nodes, resolved.probabilities, target_nodes, space.size)
 
 
 def _reference_work(order: torch.Tensor, feature_layers: torch.Tensor, batch_size: int, n_pos: int) -> int:

@@ -40,12 +40,14 @@ class RowRequest:
 @dataclass
 class RowBatch:
     row_nodes: torch.Tensor  # int64 [B] the batch's row nodes, aligned with abs_sums
+    row_index: torch.Tensor  # int64 [E] which of the batch's rows each edge is in
     rows: torch.Tensor  # int64 [E] row node ids
     cols: torch.Tensor  # int64 [E] source node ids
     values: torch.Tensor  # float32 [E]
     abs_sums: torch.Tensor  # float32 [B] Σ|A| over every source (before any per-row cap)
     dropped_abs: torch.Tensor  # float32 [B] Σ|A| of feature edges dropped by the per-row cap
     work: int  # positions × layers touched by this batch's replay/backward, times B
+    weights: torch.Tensor | None = None  # row-normalised |values|, filled in by influence estimates
 
 
 class NodeSpace:
@@ -113,11 +115,15 @@ def compute_rows(
     row_nodes = request.node.cpu()
     device = grad_emb.device
     # tokens
-    token_vals = (grad_emb * comps.token_vectors[:length].float()).sum(-1)  # [B, length]
+    token_vals = torch.einsum("bpd,pd->bp", grad_emb, comps.token_vectors[:length].float())  # [B, length]
     # errors
     if grad_layers:
         err_vals = torch.stack(
-            [(grad_out[layer] * comps.errors[layer, :length].float()).sum(-1) for layer in grad_layers], dim=1
+            [
+                torch.einsum("bpd,pd->bp", grad_out[layer], comps.errors[layer, :length].float())
+                for layer in grad_layers
+            ],
+            dim=1,
         )  # [B, top, length]
     else:
         err_vals = torch.zeros(batch, 0, length, device=device)
@@ -149,6 +155,7 @@ def compute_rows(
     b_idx, j_idx = (vals != 0).nonzero(as_tuple=True)
     return RowBatch(
         row_nodes=row_nodes,
+        row_index=b_idx.cpu(),
         rows=row_nodes[b_idx.cpu()],
         cols=cols[b_idx, j_idx].cpu(),
         values=vals[b_idx, j_idx].cpu(),

@@ -16,10 +16,7 @@ MAX_ITERATIONS = 1024
 
 
 def estimate_influence(
-    rows: torch.Tensor,
-    cols: torch.Tensor,
-    values: torch.Tensor,
-    row_abs_sums: torch.Tensor,
+    batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     row_nodes: torch.Tensor,
     target_weights: torch.Tensor,
     target_nodes: torch.Tensor,
@@ -27,19 +24,24 @@ def estimate_influence(
 ) -> torch.Tensor:
     """Influence of every node on the weighted targets, from the rows computed so far.
 
-    ``rows/cols/values``: COO edges (node ids); ``row_abs_sums[i]`` normalises the row of
-    ``row_nodes[i]``; ``target_weights`` sit on ``target_nodes``. Returns ``[n_nodes]`` float32.
+    ``batches``: per computed batch ``(row_positions, cols, weights)`` where ``row_positions``
+    index ``row_nodes`` and ``weights`` are the row-normalised ``|A|`` (fixed once a row exists,
+    so they are computed once, when the row is stored). Target weights sit on ``target_nodes``.
+    Returns ``[n_nodes]`` float32. Nothing is concatenated: each pass walks the batches in place.
     """
     position = torch.full((n_nodes,), -1, dtype=torch.long)
     position[row_nodes] = torch.arange(row_nodes.numel())
-    row_pos = position[rows]
-    weight = values.abs().float() / row_abs_sums[row_pos].float().clamp_min(1e-10)
     # Propagate only among nodes that have rows (edges whose source is itself a row), summing the
     # mass x_k that sits on rows at each step; then one pass over every edge distributes the
     # total: Σ_k x_kᵀ Â = (Σ_k x_k)ᵀ Â. One full pass instead of one per path length.
-    col_pos = position[cols]
-    inner = col_pos >= 0
-    inner_rows, inner_cols, inner_weight = row_pos[inner], col_pos[inner], weight[inner]
+    inner = []
+    for rows, cols, weight in batches:
+        col_pos = position[cols]
+        keep = col_pos >= 0
+        inner.append((rows[keep], col_pos[keep], weight[keep]))
+    inner_rows = torch.cat([r for r, _, _ in inner])
+    inner_cols = torch.cat([c for _, c, _ in inner])
+    inner_weight = torch.cat([w for _, _, w in inner])
     current = torch.zeros(row_nodes.numel())
     current[position[target_nodes]] = target_weights.float()
     total = current.clone()
@@ -51,5 +53,6 @@ def estimate_influence(
         total += step
         current = step
     influence = torch.zeros(n_nodes)
-    influence.index_add_(0, cols, total[row_pos] * weight)
+    for rows, cols, weight in batches:
+        influence.index_add_(0, cols, total[rows] * weight)
     return influence

@@ -26,6 +26,9 @@ from tracewire.replacement import state as frozen_state
 
 #: Bytes of float32 pattern one chunk may hold; bounds the backward's transient memory.
 CHUNK_BYTES = 64 * 2**20
+#: A layer's whole pattern up to this size is kept for backward (retained replays run many
+#: backward passes; recomputing softmax(q kᵀ) each time would dominate short prompts).
+KEEP_PATTERN_BYTES = 16 * 2**20
 
 
 def _additive_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -58,6 +61,8 @@ def _pattern_chunks(
     scaling: float,
     softcap: float | None,
     n_rep: int,
+    *,
+    whole: bool = False,
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield ``(start, end, P[:, :, start:end, :])`` float32 pattern chunks over query positions.
 
@@ -65,11 +70,11 @@ def _pattern_chunks(
     """
     heads, q_len, k_len = q.shape[1], q.shape[2], k.shape[2]
     kf = k.float().repeat_interleave(n_rep, dim=1) if n_rep > 1 else k.float()
-    rows = max(1, CHUNK_BYTES // max(1, 4 * heads * k_len * max(q.shape[0], 1)))
+    rows = q_len if whole else max(1, CHUNK_BYTES // max(1, 4 * heads * k_len * max(q.shape[0], 1)))
     offset = k_len - q_len
     for start in range(0, q_len, rows):
         end = min(q_len, start + rows)
-        k_end = min(k_len, end + offset)  # causal: later keys are masked anyway
+        k_end = k_len if whole else min(k_len, end + offset)  # causal: later keys are masked anyway
         scores = torch.matmul(q[:, :, start:end].float(), kf[:, :, :k_end].transpose(-1, -2)) * scaling
         if softcap is not None:
             scores = torch.tanh(scores / softcap) * softcap
@@ -93,32 +98,47 @@ class FrozenPatternAV(torch.autograd.Function):
         n_rep: int,
         precomputed: torch.Tensor | None,
     ) -> torch.Tensor:
-        ctx.save_for_backward(query, key)
         ctx.mask = mask  # shared by every layer of the run (memoised), so not a per-layer copy
         ctx.scaling, ctx.softcap, ctx.n_rep = scaling, softcap, n_rep
         ctx.value_shape, ctx.value_dtype = value.shape, value.dtype
+        heads, q_len, k_len = query.shape[1], query.shape[2], key.shape[2]
+        keep = query.shape[0] * heads * q_len * k_len * 4 <= KEEP_PATTERN_BYTES
+        if keep:
+            pattern = next(_pattern_chunks(query, key, mask, scaling, softcap, n_rep, whole=True))[2]
+            ctx.save_for_backward(pattern)
+        else:
+            ctx.save_for_backward(query, key)
+        ctx.kept = keep
         if precomputed is not None:
             return precomputed
         batch = max(value.shape[0], query.shape[0])
-        out = value.new_zeros(batch, query.shape[2], query.shape[1], value.shape[-1])
         v = value.repeat_interleave(n_rep, dim=1) if n_rep > 1 else value
-        for start, end, pattern in _pattern_chunks(query, key, mask, scaling, softcap, n_rep):
-            k_end = pattern.shape[-1]
-            out[:, start:end] = torch.matmul(pattern.to(v.dtype), v[:, :, :k_end]).transpose(1, 2)
+        if keep:
+            return torch.matmul(pattern.to(v.dtype), v).transpose(1, 2)
+        out = value.new_zeros(batch, q_len, heads, value.shape[-1])
+        for start, end, chunk in _pattern_chunks(query, key, mask, scaling, softcap, n_rep):
+            k_end = chunk.shape[-1]
+            out[:, start:end] = torch.matmul(chunk.to(v.dtype), v[:, :, :k_end]).transpose(1, 2)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        query, key = ctx.saved_tensors
         mask = ctx.mask
         n_rep = ctx.n_rep
         b, kv_heads, k_len, dh = ctx.value_shape
         batch = max(grad_out.shape[0], b)
-        grad_v = torch.zeros(batch, kv_heads * n_rep, k_len, dh, dtype=torch.float32, device=grad_out.device)
         g = grad_out.transpose(1, 2).float()  # [B, H, Q, dh]
-        for start, end, pattern in _pattern_chunks(query, key, mask, ctx.scaling, ctx.softcap, n_rep):
-            k_end = pattern.shape[-1]
-            grad_v[:, :, :k_end] += torch.matmul(pattern.transpose(-1, -2), g[:, :, start:end])
+        if ctx.kept:
+            (pattern,) = ctx.saved_tensors
+            grad_v = torch.matmul(pattern.transpose(-1, -2), g)
+        else:
+            query, key = ctx.saved_tensors
+            grad_v = torch.zeros(
+                batch, kv_heads * n_rep, k_len, dh, dtype=torch.float32, device=grad_out.device
+            )
+            for start, end, chunk in _pattern_chunks(query, key, mask, ctx.scaling, ctx.softcap, n_rep):
+                k_end = chunk.shape[-1]
+                grad_v[:, :, :k_end] += torch.matmul(chunk.transpose(-1, -2), g[:, :, start:end])
         if n_rep > 1:
             grad_v = grad_v.view(batch, kv_heads, n_rep, k_len, dh).sum(2)
         if b == 1 and batch > 1:

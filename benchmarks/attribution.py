@@ -1,0 +1,293 @@
+"""Attribution time and peak memory vs prompt length, tracewire next to circuit-tracer 0.5.0.
+
+Both tools attribute the same prompts on SmolLM2-135M with the same transcoders (calibrated
+random PLTs, 4,096 ReLU features per layer, ~100 active per token: made by
+``tracewire.transcoders.calibrated`` and written in circuit-tracer's layout so both load the same
+files), fp32, the same feature budget and batch size. Each run is a separate process, so peak RSS
+is that run's alone. circuit-tracer runs through ``../shared/anchor/t4b_circuit_tracer.py`` in its
+own venv (it pins transformers <= 4.57): set ``CT_PYTHON`` to that venv's python.
+
+Prints a table and writes ``benchmarks/results/attribution.json``; ratios are computed within
+this run only (absolute times drift on shared machines).
+
+    python benchmarks/attribution.py [--lengths 16 64 256 512 1024 4096] [--reference 16 64 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORK = Path(os.environ.get("TRACEWIRE_BENCH_WORK", Path(tempfile.gettempdir()) / "tracewire-bench"))
+ANCHOR = Path(os.environ.get("TRACEWIRE_ANCHOR", HERE.parent.parent / "shared" / "anchor"))
+BUDGET = {16: 2048, 64: 512, 256: 512, 512: 512, 1024: 256, 4096: 128}
+TEXT = (
+    "The old lighthouse stood at the edge of the rocky cliff, where the waves crashed against the stones every "
+    "night. For many years, the keeper climbed the narrow stairs to light the lamp and guide the fishing boats "
+    "safely back to the harbor. He lived alone in a small stone cottage with a garden full of potatoes, onions and "
+    "bright yellow flowers. Every morning he walked down to the village to buy bread, read the newspaper and talk "
+    "with the baker about the weather. The children of the village liked to visit him on Sundays, because he told "
+    "them long stories about storms, shipwrecks and strange lights that appeared over the water on cold winter "
+    "evenings. "
+)
+RSS_LIMIT_GIB = 21.0
+
+
+def prompt_of(tokenizer, n_tokens: int) -> str:  # type: ignore[no-untyped-def]
+    """The longest word prefix of (repeated) TEXT that is at most ``n_tokens`` tokens with BOS."""
+    words = (TEXT * (n_tokens // 40 + 2)).split(" ")
+    lo, hi = 1, len(words)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(tokenizer(" ".join(words[:mid]), add_special_tokens=False)["input_ids"]) + 1 <= n_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    return " ".join(words[:lo])
+
+
+def watch(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[str, float, float, str]:
+    """Run ``cmd``; return (output, wall seconds, peak RSS GiB of the process tree, status)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    peak = [0.0]
+    status = ["ok"]
+
+    def poll() -> None:
+        while proc.poll() is None:
+            rss = _tree_rss_gib(proc.pid)
+            peak[0] = max(peak[0], rss)
+            if rss > RSS_LIMIT_GIB:
+                status[0] = f"killed at {rss:.1f} GiB"
+                proc.kill()
+            if time.perf_counter() - start > timeout:
+                status[0] = f"timeout after {timeout:.0f}s"
+                proc.kill()
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    out, _ = proc.communicate()
+    thread.join()
+    if proc.returncode != 0 and status[0] == "ok":
+        status[0] = f"exit {proc.returncode}"
+    return out, time.perf_counter() - start, peak[0], status[0]
+
+
+def _tree_rss_gib(pid: int) -> float:
+    total = 0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total / 2**30
+
+
+TRACEWIRE_RUN = r"""
+import json, resource, sys, time, torch
+torch.set_num_threads(2)
+from tracewire.models.loading import load_model
+from tracewire.transcoders.io import load_transcoders
+from tracewire.attribution.engine import attribute
+from tracewire.attribution.estimate import estimate_attribution
+prompt, tc, budget, batch, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+lm = load_model("smollm2-135m")
+ts = load_transcoders(tc)
+n_tokens = len(lm.encode(prompt))
+est = estimate_attribution(lm, ts, n_tokens=n_tokens, max_feature_nodes=budget, batch_size=batch)
+t = time.perf_counter()
+g = attribute(prompt, lm, ts, max_feature_nodes=budget, batch_size=batch, progress=False)
+wall = time.perf_counter() - t
+if out != "-":
+    g.save(out)
+print("RESULT " + json.dumps({
+    "tokens": n_tokens, "wall": wall, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    "active": g.metadata["n_active_features"], "nodes": g.n_nodes, "edges": g.n_edges,
+    "work": g.metadata["work"], "timings": g.metadata["timings"],
+    "estimate_gib": est.peak_gib, "estimate_s": est.seconds,
+    "dropped": g.metadata["dropped_edge_mass_fraction"],
+}))
+"""
+
+
+def run_tracewire(prompt: str, tc: Path, budget: int, batch: int, out: str) -> dict:
+    cmd = [sys.executable, "-c", TRACEWIRE_RUN, prompt, str(tc), str(budget), str(batch), out]
+    text, wall, peak, status = watch(cmd, dict(os.environ), timeout=3600)
+    match = re.search(r"^RESULT (.*)$", text, re.M)
+    if not match:
+        return {"status": status, "peak_tree_gib": peak, "log": text[-2000:]}
+    result = json.loads(match.group(1))
+    result.update(status=status, peak_tree_gib=peak, process_wall=wall)
+    return result
+
+
+def run_reference(prompt: str, tc: Path, budget: int, batch: int, save: str | None, timeout: float) -> dict:
+    python = os.environ.get("CT_PYTHON", "/work/ctvenv/bin/python")
+    cmd = [
+        python,
+        str(ANCHOR / "t4b_circuit_tracer.py"),
+        "--tc",
+        str(tc),
+        "--batch-size",
+        str(batch),
+        "--max-feature-nodes",
+        str(budget),
+        "--prompt",
+        prompt,
+    ]
+    if save:
+        cmd += ["--save", save]
+    env = dict(os.environ, FEAS_WORK=str(WORK / "feas"), PYTHONPATH=str(ANCHOR))
+    text, wall, peak, status = watch(cmd, env, timeout=timeout)
+    result: dict = {"status": status, "peak_tree_gib": peak, "process_wall": wall}
+    match = re.search(r"RESULT .*wall=([\d.]+)s peak_rss=([\d.]+)GiB.*active_features=(\d+)", text)
+    if match:
+        result.update(
+            wall=float(match.group(1)), peak_rss_gib=float(match.group(2)), active=int(match.group(3))
+        )
+    else:
+        result["log"] = text[-1500:]
+    return result
+
+
+def edge_parity(ours_path: str, ref_path: str) -> dict:
+    """Compare edges between nodes present in both graphs (features by (layer, pos, id))."""
+    import torch
+
+    from tracewire.graph.circuit_tracer_pt import load_circuit_tracer_pt
+    from tracewire.graph.graph import Graph
+
+    ours, ref = Graph.load(ours_path), load_circuit_tracer_pt(ref_path)
+
+    def keys(g: Graph) -> list[tuple]:
+        out: list[tuple] = [("f", *map(int, f)) for f in g.features.tolist()]
+        out += [("e", layer, pos) for layer in range(g.n_layers) for pos in range(g.n_pos)]
+        out += [("t", pos) for pos in range(g.n_pos)]
+        out += [("l", int(v)) for v in g.target_token_ids.tolist()]
+        return out
+
+    k_ours, k_ref = keys(ours), keys(ref)
+    index_ref = {k: i for i, k in enumerate(k_ref)}
+    shared = [(i, index_ref[k]) for i, k in enumerate(k_ours) if k in index_ref]
+    map_ours = torch.full((ours.n_nodes,), -1, dtype=torch.long)
+    map_ref = torch.full((ref.n_nodes,), -1, dtype=torch.long)
+    for n, (i, j) in enumerate(shared):
+        map_ours[i], map_ref[j] = n, n
+    n = len(shared)
+
+    def dense(g: Graph, mapping: torch.Tensor) -> torch.Tensor:
+        t, s = mapping[g.edge_targets], mapping[g.edge_sources]
+        keep = (t >= 0) & (s >= 0)
+        m = torch.zeros(n, n, dtype=torch.float64)
+        m[t[keep], s[keep]] = g.edge_weights[keep].double()
+        return m
+
+    a, b = dense(ours, map_ours), dense(ref, map_ref)
+    diff = (a - b).abs()
+    scale = b.abs().max().item()
+    return {
+        "shared_nodes": n,
+        "shared_features": sum(1 for k in k_ours if k[0] == "f" and k in index_ref),
+        "max_abs_diff": diff.max().item(),
+        "max_rel_to_largest_edge": diff.max().item() / scale if scale else 0.0,
+        "edges_compared": int(((a != 0) | (b != 0)).sum()),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lengths", type=int, nargs="*", default=[16, 64, 256, 512, 1024, 4096])
+    ap.add_argument("--reference", type=int, nargs="*", default=[16, 64, 512])
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--reference-timeout", type=float, default=900)
+    args = ap.parse_args()
+
+    import torch
+
+    from tracewire.models.loading import load_model
+    from tracewire.transcoders.calibrated import calibrated_random_plt
+    from tracewire.transcoders.io import save_transcoders
+
+    torch.set_num_threads(2)
+    WORK.mkdir(parents=True, exist_ok=True)
+    tc = WORK / "tc-relu-4096-100"
+    lm = load_model("smollm2-135m")
+    if not (tc / "config.yaml").exists():
+        save_transcoders(calibrated_random_plt(lm, n_features=4096, target_active=100, activation="relu"), tc)
+    rows = []
+    for n in sorted(set(args.lengths) | set(args.reference)):
+        prompt = prompt_of(lm.tokenizer, n)
+        budget = BUDGET.get(n, 256)
+        row: dict = {"n": n, "budget": budget}
+        ours_path = str(WORK / f"ours-{n}.safetensors") if n in args.reference and n <= 64 else "-"
+        if n in args.lengths:
+            row["tracewire"] = run_tracewire(prompt, tc, budget, args.batch_size, ours_path)
+            print(f"[{n}] tracewire: {json.dumps(row['tracewire'])[:400]}", flush=True)
+        if n in args.reference:
+            ref_path = str(WORK / f"ref-{n}.pt") if n <= 64 else None
+            row["reference"] = run_reference(
+                prompt, tc, budget, args.batch_size, ref_path, args.reference_timeout
+            )
+            print(f"[{n}] circuit-tracer: {json.dumps(row['reference'])[:400]}", flush=True)
+            if ref_path and ours_path != "-" and Path(ref_path).exists() and Path(ours_path).exists():
+                row["parity"] = edge_parity(ours_path, ref_path)
+                print(f"[{n}] parity: {row['parity']}", flush=True)
+        rows.append(row)
+
+    machine = {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    out = HERE / "results" / "attribution.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+    print(format_table(rows))
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [
+        "| tokens | budget | tracewire wall | tracewire peak RSS | est. peak / time | circuit-tracer wall | "
+        "circuit-tracer peak RSS | speed ratio | memory ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ours, ref = r.get("tracewire", {}), r.get("reference", {})
+        ow, om = ours.get("wall"), ours.get("peak_rss_gib")
+        rw = ref.get("wall")
+        rm = ref.get("peak_rss_gib") or ref.get("peak_tree_gib")
+        ref_wall = f"{rw:.1f} s" if rw else (ref.get("status", "–") if ref else "–")
+        ref_mem = f"{rm:.2f} GiB" + ("" if ref.get("status") == "ok" else " (≥, killed)") if ref else "–"
+        est = (
+            f"{ours['estimate_gib']:.2f} GiB / {ours['estimate_s']:.0f} s" if "estimate_gib" in ours else "–"
+        )
+        lines.append(
+            f"| {ours.get('tokens', r['n'])} | {r['budget']} | {f'{ow:.1f} s' if ow else ours.get('status', '–')} | "
+            f"{f'{om:.2f} GiB' if om else '–'} | {est} | {ref_wall} | {ref_mem} | "
+            f"{f'{rw / ow:.1f}x' if ow and rw else '–'} | {f'{rm / om:.1f}x' if om and rm else '–'} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
