@@ -9,7 +9,7 @@ import torch
 
 from tests.factories.models import tiny_model
 from tests.training.helpers import tiny_config, tiny_corpus, tiny_source
-from tracewire.training import train_transcoders
+from tracewire.training import CachedActivations, train_transcoders
 from tracewire.training.activations import layer_activations
 from tracewire.training.losses import layer_fvu
 from tracewire.transcoders import load_transcoders
@@ -88,3 +88,27 @@ def test_resume_refuses_a_different_structure(tmp_path, corpus):
     train_transcoders(config, source, tmp_path, progress=False)
     with pytest.raises(ValueError, match="features"):
         train_transcoders(config.replace(features=64), source, tmp_path, resume=True, progress=False)
+
+
+def test_cached_activations_replay_the_first_epoch(tmp_path, corpus):
+    config = tiny_config()
+    source = tiny_source(corpus, config)
+    calls = []
+    original = source.batch
+    source.batch = lambda step, rank=0, world=1: calls.append(step) or original(step, rank, world)  # type: ignore[method-assign]
+    cached = CachedActivations(source, tmp_path / "cache", period=3)
+    first = [cached.batch(s) for s in range(3)]
+    again = [cached.batch(s) for s in range(3, 6)]
+    assert calls == [0, 1, 2]
+    for (x1, y1), (x2, y2) in zip(first, again):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert torch.equal(first[1][0], original(1)[0])
+    assert len(list((tmp_path / "cache").glob("step-*.safetensors"))) == 3
+
+
+def test_refuses_to_overwrite_a_finished_set(tmp_path, corpus):
+    config = tiny_config(tokens=8 * 15 * 2)
+    source = tiny_source(corpus, config)
+    train_transcoders(config, source, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="already holds a transcoder set"):
+        train_transcoders(config, source, tmp_path, progress=False)

@@ -145,6 +145,11 @@ def train_transcoders(
     ckpt_dir = out / CHECKPOINT_DIR
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        if not resume and (out / "config.yaml").exists():
+            raise ValueError(
+                f"{out} already holds a transcoder set (config.yaml); train into a new directory, "
+                "or pass resume=True (--resume) to continue the run that wrote it"
+            )
     generator = torch.Generator().manual_seed(config.seed)
     module = TrainableTranscoders(config, source.n_layers, source.d_model, generator)
     module.train()
