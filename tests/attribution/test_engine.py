@@ -212,3 +212,16 @@ def test_no_bos_no_zeroed_position() -> None:
     assert graph.metadata["zero_positions"] == []
     assert (graph.features[:, 1] == 0).any()
     _check_edges(graph, perturbation_adjacency(rm, graph))
+
+
+def test_on_the_fly_decoder_blocks_match_cached_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long prompts build decoder blocks per position chunk instead of caching whole layers."""
+    import tracewire.attribution.components as components
+
+    rm = _setup("llama", "clt", "relu", seed=15)
+    ids = random_ids(9, seed=16)
+    cached = graph_dense(attribute(ids, rm, progress=False))
+    monkeypatch.setattr(components, "BLOCK_CACHE_BYTES", 0)
+    monkeypatch.setattr(components, "BLOCK_CHUNK_BYTES", 1)  # one position per block
+    chunked = graph_dense(attribute(ids, rm, progress=False))
+    assert torch.allclose(cached, chunked, atol=1e-6)

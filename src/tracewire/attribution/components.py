@@ -13,6 +13,7 @@ constants of the local replacement model. Its token node remains.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,37 +24,45 @@ from tracewire.replacement.state import FrozenRun
 
 #: Memory the padded decoder blocks may keep between batches (rebuilt per batch beyond it).
 BLOCK_CACHE_BYTES = 2 * 2**30
+#: Size of one on-the-fly block when a layer's whole block does not fit the cache.
+BLOCK_CHUNK_BYTES = 256 * 2**20
 
 
 @dataclass
 class DecoderBlock:
-    """Decoder rows (scaled by activation) of one source layer, padded per position.
+    """Decoder rows (scaled by activation) of one source layer's features at positions
+    ``[p0, p0 + rows.shape[0])``, padded per position.
 
-    ``rows[p, r, o]`` is the write into the ``o``-th output layer of the ``r``-th active feature at
-    position ``p``; ``pos``/``rank`` locate each feature (relative to ``start``) in the padding.
+    ``rows[p, r, o]`` is what the ``r``-th active feature at position ``p0 + p`` writes into its
+    ``o``-th output layer; the block's features are global ids ``start .. start + n - 1`` (sorted by
+    position), located in the padding by ``pos`` (relative to ``p0``) and ``rank``.
     """
 
+    p0: int
     start: int
-    rows: torch.Tensor  # [n_pos, n_max, n_out, d] float32
+    rows: torch.Tensor  # [positions, n_max, n_out, d] float32
     pos: torch.Tensor  # int64 [n]
     rank: torch.Tensor  # int64 [n]
 
     @staticmethod
-    def build(transcoders: Any, comps: Components, layer: int) -> DecoderBlock:
-        sl = comps.layer_slice(layer)
-        pos = comps.pos[sl]
-        n = int(pos.numel())
-        counts = torch.bincount(pos, minlength=comps.n_pos)
+    def build(transcoders: Any, comps: Components, layer: int, p0: int, p1: int) -> DecoderBlock:
+        full = comps.layer_slice(layer)
+        lo = comps.layer_slice(layer, max_pos=p0).stop
+        hi = comps.layer_slice(layer, max_pos=p1).stop
+        pos = comps.pos[lo:hi] - p0
+        n = hi - lo
+        counts = torch.bincount(pos, minlength=p1 - p0)
         first = torch.cumsum(counts, 0) - counts
         rank = torch.arange(n, device=pos.device) - first[pos]
         n_max = int(counts.max()) if n else 0
         n_out = len(transcoders.output_layers(layer))
         d_model = comps.errors.shape[-1]
-        rows = torch.zeros(comps.n_pos, n_max, n_out, d_model, device=pos.device)
+        rows = torch.zeros(p1 - p0, n_max, n_out, d_model, device=pos.device)
         if n:
-            dec = transcoders.decoder_vectors(layer, comps.feature[sl]).float()
-            rows[pos, rank] = dec * comps.activation[sl][:, None, None]
-        return DecoderBlock(start=sl.start, rows=rows, pos=pos, rank=rank)
+            dec = transcoders.decoder_vectors(layer, comps.feature[lo:hi]).float()
+            rows[pos, rank] = dec * comps.activation[lo:hi][:, None, None]
+        assert full.start <= lo
+        return DecoderBlock(p0=p0, start=lo, rows=rows, pos=pos, rank=rank)
 
 
 @dataclass
@@ -84,17 +93,31 @@ class Components:
         cut = int(torch.searchsorted(self.pos[start:end], max_pos, right=False))
         return slice(start, start + cut)
 
-    def decoder_block(self, transcoders: Any, layer: int) -> DecoderBlock:
-        """The layer's ``a · W_dec`` rows padded per position (cached while under budget)."""
-        block = self.blocks.get(layer)
-        if block is not None:
-            return block
-        block = DecoderBlock.build(transcoders, self, layer)
-        size = block.rows.numel() * block.rows.element_size()
-        if self.block_bytes + size <= BLOCK_CACHE_BYTES:
+    def decoder_blocks(self, transcoders: Any, layer: int, length: int) -> Iterator[DecoderBlock]:
+        """Blocks covering positions ``[0, length)`` of ``layer``'s features.
+
+        The whole layer is one block, cached while the cache is under ``BLOCK_CACHE_BYTES``;
+        beyond that (long prompts) blocks of at most ``BLOCK_CHUNK_BYTES`` are built on the fly.
+        """
+        cached = self.blocks.get(layer)
+        if cached is not None:
+            yield cached
+            return
+        sl = self.layer_slice(layer)
+        if sl.stop == sl.start:
+            return
+        counts = torch.bincount(self.pos[sl], minlength=self.n_pos)
+        per_pos = len(transcoders.output_layers(layer)) * self.errors.shape[-1] * 4
+        full_bytes = self.n_pos * int(counts.max()) * per_pos
+        if self.block_bytes + full_bytes <= BLOCK_CACHE_BYTES:
+            block = DecoderBlock.build(transcoders, self, layer, 0, self.n_pos)
             self.blocks[layer] = block
-            self.block_bytes += size
-        return block
+            self.block_bytes += full_bytes
+            yield block
+            return
+        step = max(1, BLOCK_CHUNK_BYTES // max(1, int(counts.max()) * per_pos))
+        for p0 in range(0, length, step):
+            yield DecoderBlock.build(transcoders, self, layer, p0, min(length, p0 + step))
 
     def nbytes(self) -> int:
         tensors = [self.layer, self.pos, self.feature, self.activation, self.errors, self.token_vectors]

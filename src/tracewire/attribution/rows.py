@@ -182,23 +182,24 @@ def _feature_edges(
     cols, vals = [], []
     top = len(grad_layers)
     for source in range(top):
-        sl = comps.layer_slice(source, max_pos=length)
-        if sl.stop == sl.start:
-            continue
         out_layers = [layer for layer in ts.output_layers(source) if layer < top]  # type: ignore[attr-defined]
         if not out_layers:
             continue
-        block = comps.decoder_block(ts, source)
         n_out = len(out_layers)
-        rows = block.rows[:length, :, :n_out]  # [length, n_max, n_out, d]
-        d_model = rows.shape[-1]
         grads = torch.stack([grad_out[layer] for layer in out_layers], dim=2)  # [B, length, n_out, d]
-        grads = grads.permute(1, 2, 3, 0).reshape(length, n_out * d_model, batch)
-        padded = torch.bmm(rows.reshape(length, rows.shape[1], n_out * d_model), grads)  # [length, n_max, B]
-        local = torch.arange(sl.start, sl.stop, device=padded.device) - block.start
-        values = padded[block.pos[local], block.rank[local]].T  # [B, n]
-        cols.append(torch.arange(sl.start, sl.stop, device=padded.device))
-        vals.append(values)
+        d_model = grads.shape[-1]
+        for block in comps.decoder_blocks(ts, source, length):
+            p_end = min(block.p0 + block.rows.shape[0], length)
+            n_in = int(torch.searchsorted(block.pos, p_end - block.p0))
+            if n_in == 0 or block.rows.shape[1] == 0:
+                continue
+            span = p_end - block.p0
+            rows = block.rows[:span, :, :n_out].reshape(span, block.rows.shape[1], n_out * d_model)
+            g = grads[:, block.p0 : p_end].permute(1, 2, 3, 0).reshape(span, n_out * d_model, batch)
+            padded = torch.bmm(rows, g)  # [span, n_max, B]
+            values = padded[block.pos[:n_in], block.rank[:n_in]].T  # [B, n_in]
+            cols.append(torch.arange(block.start, block.start + n_in, device=padded.device))
+            vals.append(values)
     if not cols:
         device = next(iter(grad_out.values())).device if grad_out else comps.pos.device
         return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(batch, 0, device=device)
