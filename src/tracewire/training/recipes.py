@@ -1,0 +1,58 @@
+"""One call from a loaded model to a trained set: what ``tracewire train`` and ``tracewire demo`` run.
+
+``train_on_corpus`` finds (or builds, the first time) the model's default corpus, streams the
+model's activations over it and trains ``config`` into ``out_dir``. With the default
+``fast_default_config()`` this is the <= 15-minute recipe for SmolLM2-135M on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from tracewire.corpus import TokenCorpus, build_corpus, default_corpus_dir, select_sources
+from tracewire.models.loading import LoadedModel
+from tracewire.training.activations import ActivationSource, CachedActivations, ModelActivations
+from tracewire.training.config import TrainConfig, fast_default_config
+from tracewire.training.trainer import TrainResult, train_transcoders
+
+log = logging.getLogger(__name__)
+
+
+def ensure_corpus(loaded: LoadedModel, corpus_dir: str | os.PathLike[str] | None = None) -> TokenCorpus:
+    """The corpus at ``corpus_dir`` (default: the model's default corpus), built from the registry
+    sources on first use (about a minute and ~100 MB of downloads)."""
+    directory = Path(corpus_dir) if corpus_dir is not None else default_corpus_dir(loaded.name)
+    if not (directory / "manifest.json").exists():
+        if loaded.bos_token_id is None:
+            raise ValueError(f"model {loaded.name!r} has no BOS token to separate corpus documents with")
+        log.info("no corpus at %s: building the default corpus (one time)", directory)
+        build_corpus(directory, tokenizer=loaded.tokenizer, bos_token_id=loaded.bos_token_id,
+                     model_name=loaded.name, sources=select_sources(None))  # fmt: skip
+    return TokenCorpus(directory)
+
+
+def train_on_corpus(
+    loaded: LoadedModel,
+    out_dir: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+    *,
+    corpus_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``config`` (default ``fast_default_config()``) on ``loaded``'s activations over its corpus."""
+    config = config or fast_default_config()
+    corpus = ensure_corpus(loaded, corpus_dir)
+    source: ActivationSource = ModelActivations(
+        loaded, corpus, input_site=config.input_site, output_site=config.output_site, seq_len=config.seq_len,
+        batch_windows=config.batch_windows, eval_windows=config.eval_windows, autocast=config.model_autocast,
+    )  # fmt: skip
+    if cache_dir is not None:
+        assert isinstance(source, ModelActivations)
+        source = CachedActivations(source, cache_dir, source.n_train_windows // config.batch_windows)
+    return train_transcoders(
+        config, source, out_dir, resume=resume, model_name=loaded.name, progress=progress
+    )
