@@ -74,5 +74,10 @@ app.command("train")(train)
 app.command("eval-transcoders")(eval_transcoders)
 
 
+from tracewire.cli.serve import serve_command  # noqa: E402
+
+app.command("serve")(serve_command)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
