@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,8 +23,20 @@ import torch
 from tracewire.replacement.model import ReplacementModel
 from tracewire.replacement.state import FrozenRun
 
-#: Memory the padded decoder blocks may keep between batches (rebuilt per batch beyond it).
-BLOCK_CACHE_BYTES = 2 * 2**30
+
+def _available_bytes() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 2**30
+
+
+#: Memory the padded decoder blocks may keep between batches (rebuilt per batch beyond it):
+#: a quarter of the memory available at import, at most 8 GiB.
+BLOCK_CACHE_BYTES = min(8 * 2**30, _available_bytes() // 4)
 #: Size of one on-the-fly block when a layer's whole block does not fit the cache.
 BLOCK_CHUNK_BYTES = 256 * 2**20
 

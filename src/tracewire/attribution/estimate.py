@@ -23,7 +23,9 @@ from typing import Any
 
 import torch
 
+from tracewire.attribution.components import BLOCK_CACHE_BYTES
 from tracewire.attribution.engine import AUTO_CAP, AUTO_CAP_ABOVE
+from tracewire.attribution.replays import REPLAY_CACHE_BYTES
 from tracewire.models.loading import LoadedModel
 
 GIB = 2**30
@@ -117,7 +119,19 @@ def estimate_attribution(
         + batch * n_features * 28  # feature-edge block, its columns and the stacked copy
     )
     packaging = int(stored * 1.6)
-    peak = BASELINE_BYTES + params + tc_params + phase1 + max(stored + transient, stored + packaging)
+    # padded decoder blocks (cached up to BLOCK_CACHE_BYTES) and retained replays
+    n_max = 2.5 * per_token  # busiest position vs the mean, as seen on SmolLM2
+    blocks = min(BLOCK_CACHE_BYTES, int(n_layers * n_pos * n_max * d_model * 4))
+    replays = min(REPLAY_CACHE_BYTES, 2 * 3 * n_layers * batch * length * d_model * element)
+    peak = (
+        BASELINE_BYTES
+        + params
+        + tc_params
+        + phase1
+        + blocks
+        + replays
+        + max(stored + transient, stored + packaging)
+    )
 
     # time: replay forward+backward ~ 3 × (forward flops), plus the feature contraction
     n_batches = math.ceil(max_n_logits / batch_size) + math.ceil(n_selected / batch_size)
@@ -140,6 +154,8 @@ def estimate_attribution(
             "clean-run tensors": phase1,
             "stored edges": stored,
             "largest batch (transient)": transient,
+            "decoder blocks (cached)": blocks,
+            "retained replays": replays,
             "packaging copies": packaging,
         },
     )
