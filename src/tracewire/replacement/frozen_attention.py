@@ -71,6 +71,8 @@ def _pattern_chunks(
     heads, q_len, k_len = q.shape[1], q.shape[2], k.shape[2]
     kf = k.float().repeat_interleave(n_rep, dim=1) if n_rep > 1 else k.float()
     rows = q_len if whole else max(1, CHUNK_BYTES // max(1, 4 * heads * k_len * max(q.shape[0], 1)))
+    if not whole and q_len >= 256:
+        rows = min(rows, -(-q_len // 8))  # ≥ 8 chunks: each only reads keys up to its last query
     offset = k_len - q_len
     for start in range(0, q_len, rows):
         end = min(q_len, start + rows)
