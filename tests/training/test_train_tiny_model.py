@@ -112,3 +112,14 @@ def test_refuses_to_overwrite_a_finished_set(tmp_path, corpus):
     train_transcoders(config, source, tmp_path, progress=False)
     with pytest.raises(ValueError, match="already holds a transcoder set"):
         train_transcoders(config, source, tmp_path, progress=False)
+
+
+def test_time_limit_stops_cleanly_and_resume_finishes(tmp_path, corpus):
+    config = tiny_config(tokens=8 * 15 * 6, checkpoint_every=4)
+    source = tiny_source(corpus, config)
+    stopped = train_transcoders(config, source, tmp_path / "a", progress=False, time_limit_s=0.0)
+    assert stopped.report["stopped_at"] == 1 and not (tmp_path / "a" / "config.yaml").exists()
+    done = train_transcoders(config, source, tmp_path / "a", progress=False, resume=True)
+    straight = train_transcoders(config, source, tmp_path / "b", progress=False)
+    for key, value in straight.module.state_dict().items():
+        assert torch.equal(value, done.module.state_dict()[key]), key

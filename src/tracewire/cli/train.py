@@ -86,6 +86,9 @@ def train(
         None, "--cache-activations", help="Keep activations here for later epochs."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out."),
+    max_minutes: float = typer.Option(
+        None, "--max-minutes", help="Stop cleanly after this long (resume later)."
+    ),
     seed: int = typer.Option(None, "--seed"),
 ) -> None:
     """Train transcoders on a model's activations (works under torchrun for data parallelism)."""
@@ -107,7 +110,12 @@ def train(
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     loaded = load_model(model)
-    result = train_on_corpus(loaded, out, config, corpus_dir=corpus, cache_dir=cache_dir, resume=resume)
+    result = train_on_corpus(loaded, out, config, corpus_dir=corpus, cache_dir=cache_dir, resume=resume,
+                             time_limit_s=max_minutes * 60 if max_minutes else None)  # fmt: skip
+    if "stopped_at" in result.report:
+        typer.echo(f"stopped at step {result.report['stopped_at']} of {result.report['steps']}; "
+                   "run the same command with --resume to continue")  # fmt: skip
+        return
     ev = result.report.get("eval")
     if ev:
         typer.echo(

@@ -122,13 +122,13 @@ def fast_default_config() -> TrainConfig:
         activation="topk",
         features=512,
         k=16,
-        tokens=150_000,
+        tokens=120_000,
         seq_len=64,
-        batch_windows=32,
-        lr=2e-3,
-        checkpoint_every=50,
+        batch_windows=16,
+        lr=3e-3,
+        checkpoint_every=25,
         log_every=5,
-        stats_batches=2,
+        stats_batches=4,
         eval_windows=16,
     )
 

@@ -42,6 +42,7 @@ def train_on_corpus(
     cache_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     progress: bool = True,
+    time_limit_s: float | None = None,
 ) -> TrainResult:
     """Train ``config`` (default ``fast_default_config()``) on ``loaded``'s activations over its corpus."""
     config = config or fast_default_config()

@@ -158,13 +158,17 @@ def train_transcoders(
     model_name: str | None = None,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
+    time_limit_s: float | None = None,
 ) -> TrainResult:
     """Train a transcoder set on ``source`` and write it (and curves, report, checkpoints) to ``out_dir``.
 
     With ``resume`` the run continues from ``out_dir/checkpoints`` if there is a checkpoint.
+    ``time_limit_s`` stops the run cleanly (checkpoint written, nothing exported, ``report["stopped_at"]``
+    set) once that much wall time has passed, so long recipes can run in chunks with ``resume``.
     ``on_step(step)`` is called after every completed step (tests use it to kill the process).
     Under ``torchrun`` each rank trains on its share of every batch; rank 0 writes the files.
     """
+    wall_start = time.perf_counter()
     rank, world = distributed.setup()
     out = Path(out_dir).expanduser()
     ckpt_dir = out / CHECKPOINT_DIR
@@ -291,6 +295,19 @@ def train_transcoders(
                          done * config.tokens_per_step / max(1e-9, sum(elapsed.values())))  # fmt: skip
         if on_step is not None:
             on_step(done)
+        if time_limit_s is not None and done < total and time.perf_counter() - wall_start > time_limit_s:
+            limit_hit = torch.tensor([1.0])
+        else:
+            limit_hit = torch.tensor([0.0])
+        if float(distributed.sum_(limit_hit, world)) > 0:  # every rank stops at the same step
+            if done % config.checkpoint_every:
+                save(done)
+            bar.close()
+            log.info(
+                "time limit reached: stopped after step %d of %d; continue with resume=True", done, total
+            )
+            report = {"stopped_at": done, "steps": total, "config": config.to_dict()}
+            return TrainResult(module.export(model_name=model_name), module, report, curves, out)
     bar.close()
     return _finish(config, source, module, fire_ema, curves, elapsed, out, rank, world, model_name)
 
