@@ -14,6 +14,7 @@ import os
 from collections.abc import AsyncIterator, Iterable
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from tracewire._version import __version__
@@ -93,6 +94,16 @@ def create_app(
             read_only=read_only,
             max_body_bytes=max_body_bytes,
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the offending input, which can be NaN (not JSON) or large.
+        errors = [
+            {"loc": [str(part) for part in error.get("loc", ())], "msg": str(error.get("msg", "")),
+             "type": str(error.get("type", ""))}
+            for error in exc.errors()
+        ]  # fmt: skip
+        return JSONResponse({"detail": errors}, 422)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

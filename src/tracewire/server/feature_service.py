@@ -1,9 +1,9 @@
 """Feature cards and labels for the server, from a feature store (``tracewire.dashboards``).
 
-The store is SQLite, whose connections belong to the thread that opened them, while the server
-answers requests from a thread pool. So every store call here runs on ONE dedicated worker
-thread, which also opens the store (lazily, from an ``opener``): requests are simply queued
-behind each other, and a card lookup is milliseconds.
+The store is SQLite; the server answers requests from a thread pool. Every store call here runs
+on ONE worker thread (:class:`~tracewire.server.serial_worker.SerialWorker`), which also opens the
+store lazily from an ``opener``: a store that insists on one thread works, requests simply queue
+(a card lookup is milliseconds), and a store that fails to open is a 503, not a failed start.
 
 Labels also flow into the graph: a view's feature nodes get the store's label as their ``clerp``
 (:meth:`FeatureService.labels`, cached and refreshed after each label change).
@@ -11,12 +11,12 @@ Labels also flow into the graph: a view's feature nodes get the store's label as
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
+
+from tracewire.server.serial_worker import SerialWorker
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class FeatureService:
         self._opener = opener
         self._store: FeatureSource | None = None
         self.writable = writable
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="features")
+        self._worker = SerialWorker("features")
         self._labels: dict[tuple[int, int], str] | None = None
         self._labels_lock = threading.Lock()
 
@@ -67,17 +67,17 @@ class FeatureService:
         with self._labels_lock:
             if self._labels is None:
                 try:
-                    self._labels = self._executor.submit(lambda: dict(self._source().labels())).result()
+                    self._labels = self._worker.submit(lambda: dict(self._source().labels())).result()
                 except Exception as exc:
                     logger.warning("feature labels unavailable: %s", exc)
                     return {}
             return self._labels
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._worker.close()
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.wrap_future(self._executor.submit(fn))
+        return await self._worker.run(fn)
 
     def _source(self) -> FeatureSource:
         if self._store is None:  # only ever reached on the worker thread

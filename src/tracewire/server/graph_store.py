@@ -38,6 +38,8 @@ DEFAULT_NODE_THRESHOLD = 0.8
 DEFAULT_EDGE_THRESHOLD = 0.98
 #: The metadata key of a .safetensors graph that holds the saved frontend state.
 Q_PARAMS_KEY = "qParams"
+#: How long a scores request waits for the whole-graph scores before answering without them.
+FULL_SCORES_WAIT_S = 0.5
 _VIEWS_PER_GRAPH = 4
 _GRAPHS_KEPT = 4
 
@@ -65,6 +67,7 @@ class LoadedGraph:
         self._context: ScoreContext | None = None
         self._id_index: dict[str, int] | None = None
         self._full_scores: tuple[float | None, float | None] | None = None
+        self._full_thread: threading.Thread | None = None
         if file.kind == "tracewire":
             self._graph = Graph.load(file.path)
         else:
@@ -147,21 +150,41 @@ class LoadedGraph:
             return self._id_index
 
     def subgraph_scores(self, pinned_ids: Sequence[str]) -> dict[str, Any]:
-        """Replacement / completeness with the pinned features kept, and of the whole graph."""
+        """Replacement / completeness with the pinned features kept, and of the whole graph.
+
+        The whole graph's scores take a full influence propagation (seconds for millions of
+        edges), so they are computed once in the background; until then ``full_graph`` is None.
+        """
         indices = self.node_indices(pinned_ids)
         context = self._score_context()
         scores = context.subgraph_scores(indices)
-        with self._lock:
-            if self._full_scores is None:
-                full = context.graph_scores()
-                self._full_scores = (_finite(full.replacement), _finite(full.completeness))
         n_features = sum(1 for index in set(indices) if index < context.n_features)
         return {
             "replacement": _finite(scores.replacement),
             "completeness": _finite(scores.completeness),
             "n_pinned_features": n_features,
-            "full_graph": {"replacement": self._full_scores[0], "completeness": self._full_scores[1]},
+            "full_graph": self._whole_graph_scores(context),
         }
+
+    def _whole_graph_scores(self, context: ScoreContext) -> dict[str, float | None] | None:
+        with self._lock:
+            if self._full_scores is None and self._full_thread is None:
+                self._full_thread = threading.Thread(
+                    target=self._compute_full_scores, args=(context,), name="graph-scores", daemon=True
+                )
+                self._full_thread.start()
+            thread = self._full_thread
+        if thread is not None:
+            thread.join(timeout=FULL_SCORES_WAIT_S)  # small graphs: answered in this request
+        with self._lock:
+            if self._full_scores is None:
+                return None
+            return {"replacement": self._full_scores[0], "completeness": self._full_scores[1]}
+
+    def _compute_full_scores(self, context: ScoreContext) -> None:
+        full = context.graph_scores()
+        with self._lock:
+            self._full_scores = (_finite(full.replacement), _finite(full.completeness))
 
     def _score_context(self) -> ScoreContext:
         with self._lock:

@@ -100,7 +100,9 @@ class SubgraphScoresResponse(BaseModel):
     replacement: float | None
     completeness: float | None
     n_pinned_features: int = Field(description="Pinned nodes that are features (only these matter).")
-    full_graph: ScorePair = Field(description="Scores of the whole (unpruned) graph, for comparison.")
+    full_graph: ScorePair | None = Field(
+        description="Scores of the whole (unpruned) graph, for comparison; null while still being computed."
+    )
 
 
 class FeatureLabelRequest(BaseModel):

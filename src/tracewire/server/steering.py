@@ -9,8 +9,6 @@ intervened forward (plus generation, when asked).
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +19,7 @@ from tracewire.interventions.api import Intervener
 from tracewire.interventions.clean_run import CleanRun
 from tracewire.interventions.spec import Intervention
 from tracewire.server.schemas import SteerIntervention
+from tracewire.server.serial_worker import SerialWorker
 
 _CLEAN_RUNS_KEPT = 8
 
@@ -34,7 +33,7 @@ class Steerer:
 
     def __init__(self, intervener: Intervener) -> None:
         self.intervener = intervener
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="steer")
+        self._worker = SerialWorker("steer")
         self._clean: OrderedDict[tuple[int, ...], CleanRun] = OrderedDict()
 
     async def steer(
@@ -46,13 +45,13 @@ class Steerer:
         max_new_tokens: int,
         freeze_attention: bool,
     ) -> dict[str, Any]:
-        future = self._executor.submit(
-            self._steer, tuple(tokens), list(interventions), top_k, max_new_tokens, freeze_attention
+        items = list(interventions)
+        return await self._worker.run(
+            lambda: self._steer(tuple(tokens), items, top_k, max_new_tokens, freeze_attention)
         )
-        return await asyncio.wrap_future(future)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._worker.close()
 
     # -- on the worker thread ---------------------------------------------------------------
     def _steer(

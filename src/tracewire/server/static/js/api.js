@@ -1,0 +1,43 @@
+// The JSON API of `tracewire serve` (documented at /api/docs). Every error becomes an Error whose
+// message is the server's `detail`, so the status line can say what went wrong.
+
+async function request(method, url, body) {
+  const init = { method, headers: {} };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(url, init);
+  if (!response.ok) {
+    let detail = `${response.status} ${response.statusText}`;
+    try {
+      const payload = await response.json();
+      if (typeof payload.detail === "string") detail = payload.detail;
+      else if (Array.isArray(payload.detail)) {
+        detail = payload.detail.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
+      }
+    } catch (_) { /* not JSON: keep the status text */ }
+    const error = new Error(detail);
+    error.status = response.status;
+    throw error;
+  }
+  return response.json();
+}
+
+const enc = encodeURIComponent;
+
+export const api = {
+  info: () => request("GET", "/api/info"),
+  graphs: () => request("GET", "/api/graphs"),
+  nodes: (slug, query) => request("GET", `/api/graphs/${enc(slug)}/nodes?${query}`),
+  links: (slug, query, offset, limit) =>
+    request("GET", `/api/graphs/${enc(slug)}/links?${query}&offset=${offset}&limit=${limit}`),
+  documentUrl: (slug, query) => `/api/graphs/${enc(slug)}?${query}`,
+  subgraphScores: (slug, pinnedIds) =>
+    request("POST", `/api/graphs/${enc(slug)}/subgraph-scores`, { pinnedIds }),
+  saveQParams: (slug, qParams) => request("POST", `/api/graphs/${enc(slug)}/qparams`, { qParams }),
+  feature: (layer, feature) => request("GET", `/api/features/${layer}/${feature}`),
+  setLabel: (layer, feature, label) =>
+    request("PUT", `/api/features/${layer}/${feature}/label`, { label }),
+  steer: (body) => request("POST", "/api/steer", body),
+};

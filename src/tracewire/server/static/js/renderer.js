@@ -1,0 +1,365 @@
+// Canvas drawing of the link graph, and pointer interaction (hover, click, pan, zoom).
+//
+// Two stacked canvases: the base one holds every visible link and node and is redrawn only when
+// the graph, the filter or the view changes; the overlay holds what changes on every pointer move
+// (hovered/selected node, its links, pins). Links are drawn in a few batches (sign x width
+// level), one path each, so 100k links cost one pass. During a pan or zoom the drawn bitmaps are
+// moved with a CSS transform and redrawn once the gesture pauses.
+
+import { KIND } from "./graph_data.js";
+import { computeLayout, HitGrid, MARGIN } from "./layout.js";
+
+const WIDTH_LEVELS = 6;
+const COLORS = {
+  pos: "43,108,176", neg: "197,48,48",
+  feature: "#f6ad55", featureStroke: "#9c4221",
+  error: "#cbd5e0", errorStroke: "#718096",
+  embedding: "#9ae6b4", embeddingStroke: "#2f855a",
+  logit: "#d6bcfa", logitStroke: "#553c9a",
+  pin: "#6b46c1", selected: "#1a202c", band: "#f7f5f0", grid: "#ebe7de", text: "#4a4740",
+};
+const LOGIT_CLERP = /^Output "(.*)" \(p=([^)]*)\)$/s;
+
+export class Renderer {
+  constructor({ pane, base, overlay, tooltip, onHover, onClick }) {
+    Object.assign(this, { pane, base, overlay, tooltip, onHover, onClick });
+    this.view = { k: 1, tx: 0, ty: 0 };
+    this.drawnView = { ...this.view };
+    this.data = null;
+    this.visible = null;
+    this.focus = { selected: -1, hovered: -1, pinned: new Set() };
+    this.labelOf = (i) => String(i);
+    this.redrawTimer = null;
+    this.pointer = null;
+    this.bindEvents();
+    new ResizeObserver(() => this.data && this.refresh({ relayout: true })).observe(pane);
+  }
+
+  /** Show `data` with the given visibility mask (1 = shown). */
+  setGraph(data, visible) {
+    this.data = data;
+    this.visible = visible;
+    this.view = { k: 1, tx: 0, ty: 0 };
+    const levels = new Uint8Array(data.nLinks);
+    for (let e = 0; e < data.nLinks; e++) {
+      const level = Math.min(WIDTH_LEVELS - 1, Math.floor(Math.sqrt(Math.abs(data.linkWeight[e]) / data.maxAbsWeight) * WIDTH_LEVELS));
+      levels[e] = level + (data.linkWeight[e] < 0 ? WIDTH_LEVELS : 0);
+    }
+    this.linkBucket = levels;
+    this.refresh({ relayout: true });
+  }
+
+  setVisible(visible) {
+    this.visible = visible;
+    this.refresh({ relayout: true });
+  }
+
+  setFocus(focus) {
+    Object.assign(this.focus, focus);
+    this.scheduleOverlay();
+  }
+
+  refresh({ relayout = false } = {}) {
+    if (!this.data) return;
+    this.resizeCanvases();
+    if (relayout) {
+      this.layout = computeLayout(this.data, this.visible, this.cssWidth, this.cssHeight);
+      this.grid = new HitGrid(this.layout, this.visible);
+    }
+    this.drawBase();
+    this.drawOverlay();
+  }
+
+  resizeCanvases() {
+    const rect = this.pane.getBoundingClientRect();
+    const dpr = window.devicePixelRatio || 1;
+    this.cssWidth = Math.max(100, rect.width);
+    this.cssHeight = Math.max(100, rect.height);
+    for (const canvas of [this.base, this.overlay]) {
+      const w = Math.round(this.cssWidth * dpr);
+      const h = Math.round(this.cssHeight * dpr);
+      if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+    }
+    this.dpr = dpr;
+  }
+
+  /** Screen position (CSS px, relative to the pane) of node i, or null if it is not shown. */
+  screenPosition(i) {
+    if (!this.layout || i < 0 || Number.isNaN(this.layout.x[i])) return null;
+    return { x: this.layout.x[i] * this.view.k + this.view.tx, y: this.layout.y[i] * this.view.k + this.view.ty };
+  }
+
+  // ------------------------------------------------------------------------------ drawing
+  drawBase() {
+    const { data, layout, visible } = this;
+    const ctx = this.base.getContext("2d");
+    const { k, tx, ty } = this.view;
+    this.drawnView = { ...this.view };
+    this.base.style.transform = "";
+    this.overlay.style.transform = "";
+    ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
+    ctx.clearRect(0, 0, this.cssWidth, this.cssHeight);
+    ctx.setTransform(this.dpr * k, 0, 0, this.dpr * k, this.dpr * tx, this.dpr * ty);
+    this.drawAxes(ctx, k);
+
+    // Links, batched by sign and width level; faint when there are many.
+    const shown = [];
+    let count = 0;
+    for (let b = 0; b < 2 * WIDTH_LEVELS; b++) shown.push([]);
+    for (let e = 0; e < data.nLinks; e++) {
+      const s = data.linkSource[e], t = data.linkTarget[e];
+      if (!visible[s] || !visible[t]) continue;
+      shown[this.linkBucket[e]].push(e);
+      count++;
+    }
+    this.visibleLinks = count;
+    const baseAlpha = Math.min(0.55, Math.max(0.06, 7 / Math.sqrt(Math.max(count, 1))));
+    const { x, y } = layout;
+    for (let level = 0; level < WIDTH_LEVELS; level++) {
+      for (const sign of [0, 1]) {
+        const links = shown[level + sign * WIDTH_LEVELS];
+        if (!links.length) continue;
+        ctx.beginPath();
+        for (const e of links) {
+          const s = data.linkSource[e], t = data.linkTarget[e];
+          ctx.moveTo(x[s], y[s]);
+          ctx.lineTo(x[t], y[t]);
+        }
+        ctx.strokeStyle = `rgba(${sign ? COLORS.neg : COLORS.pos},${Math.min(0.9, baseAlpha * (0.7 + level * 0.45))})`;
+        ctx.lineWidth = (0.5 + level * 0.8) / k;
+        ctx.stroke();
+      }
+    }
+    this.drawNodes(ctx, k);
+  }
+
+  drawAxes(ctx, k) {
+    const { data, layout } = this;
+    const nRows = data.nLayers + 2;
+    const left = MARGIN.left - 6;
+    const right = layout.width - MARGIN.right + 6;
+    ctx.fillStyle = COLORS.band;
+    for (let row = 0; row < nRows; row += 2) {
+      ctx.fillRect(left, layout.rowY[row] - layout.rowH / 2, right - left, layout.rowH);
+    }
+    ctx.strokeStyle = COLORS.grid;
+    ctx.lineWidth = 1 / k;
+    ctx.beginPath();
+    for (let c = 1; c < data.nPos; c++) {
+      const xc = layout.colX[c] - layout.colW / 2;
+      ctx.moveTo(xc, MARGIN.top);
+      ctx.lineTo(xc, layout.height - MARGIN.bottom);
+    }
+    ctx.stroke();
+    const font = (px) => `${px / Math.max(k, 0.5)}px system-ui, sans-serif`;
+    ctx.fillStyle = COLORS.text;
+    ctx.font = font(11);
+    ctx.textAlign = "right";
+    ctx.textBaseline = "middle";
+    const rowStep = Math.max(1, Math.ceil(14 / (layout.rowH * k)));
+    for (let row = 0; row < nRows; row++) {
+      const name = row === 0 ? "Emb" : row === nRows - 1 ? "Logit" : `L${row - 1}`;
+      if (row !== 0 && row !== nRows - 1 && (row - 1) % rowStep !== 0) continue;
+      ctx.fillText(name, MARGIN.left - 10, layout.rowY[row]);
+    }
+    // Tokens under their columns; tilted when columns are narrow.
+    const narrow = layout.colW * k < 48;
+    const maxChars = narrow ? 14 : Math.max(3, Math.floor((layout.colW * k) / 7));
+    ctx.font = font(11);
+    const baseY = layout.height - MARGIN.bottom + 14;
+    const step = Math.max(1, Math.ceil(12 / (layout.colW * k)));
+    for (let c = 0; c < data.nPos; c += step) {
+      let token = (data.tokens[c] ?? String(c)).replace(/\n/g, "⏎");
+      if (token.length > maxChars) token = token.slice(0, maxChars - 1) + "…";
+      ctx.save();
+      ctx.translate(layout.colX[c], baseY);
+      if (narrow) { ctx.rotate(-Math.PI / 4); ctx.textAlign = "right"; } else ctx.textAlign = "center";
+      ctx.textBaseline = "top";
+      ctx.fillText(token, 0, 0);
+      ctx.restore();
+    }
+  }
+
+  drawNodes(ctx, k) {
+    const { data, visible } = this;
+    const { x, y, r } = this.layout;
+    const shown = [];
+    for (let i = 0; i < data.nodes.length; i++) if (visible[i]) shown.push(i);
+    this.drawShapes(ctx, k, shown, 0);
+    // logit labels above the top row
+    ctx.fillStyle = COLORS.text;
+    ctx.font = `${11 / Math.max(k, 0.5)}px system-ui, sans-serif`;
+    ctx.textBaseline = "bottom";
+    const tilt = this.layout.logitSpacing * k < 70;
+    for (const i of shown) {
+      if (data.nodeKind[i] !== KIND.LOGIT) continue;
+      const clerp = String(data.nodes[i].clerp || "");
+      const match = LOGIT_CLERP.exec(clerp);
+      const text = match ? `${match[1].replace(/\n/g, "⏎")} ${Number(match[2]).toFixed(2)}` : clerp || data.nodes[i].node_id;
+      ctx.save();
+      ctx.translate(x[i], y[i] - r[i] - 3 / k);
+      if (tilt) { ctx.rotate(-Math.PI / 5); ctx.textAlign = "left"; } else ctx.textAlign = "center";
+      ctx.fillText(text, 0, 0);
+      ctx.restore();
+    }
+  }
+
+  /** Nodes as their kind's shape: features circles; errors, embeddings and logits squares. */
+  drawShapes(ctx, k, indices, grow) {
+    const { data } = this;
+    const { x, y, r } = this.layout;
+    ctx.lineWidth = 0.8 / k;
+    for (const [kind, fill, stroke] of [
+      [KIND.ERROR, COLORS.error, COLORS.errorStroke],
+      [KIND.EMBEDDING, COLORS.embedding, COLORS.embeddingStroke],
+      [KIND.LOGIT, COLORS.logit, COLORS.logitStroke],
+      [KIND.FEATURE, COLORS.feature, COLORS.featureStroke],
+    ]) {
+      ctx.beginPath();
+      for (const i of indices) {
+        if (data.nodeKind[i] !== kind) continue;
+        const radius = r[i] + grow;
+        if (kind === KIND.FEATURE) { ctx.moveTo(x[i] + radius, y[i]); ctx.arc(x[i], y[i], radius, 0, 2 * Math.PI); }
+        else ctx.rect(x[i] - radius, y[i] - radius, 2 * radius, 2 * radius);
+      }
+      ctx.fillStyle = fill; ctx.fill();
+      ctx.strokeStyle = stroke; ctx.stroke();
+    }
+  }
+
+  scheduleOverlay() {
+    if (this.overlayPending) return;
+    this.overlayPending = true;
+    requestAnimationFrame(() => { this.overlayPending = false; this.drawOverlay(); });
+  }
+
+  drawOverlay() {
+    if (!this.data) return;
+    const { data, layout, visible } = this;
+    const { x, y, r } = layout;
+    const ctx = this.overlay.getContext("2d");
+    const { k, tx, ty } = this.drawnView;
+    ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
+    ctx.clearRect(0, 0, this.cssWidth, this.cssHeight);
+    ctx.setTransform(this.dpr * k, 0, 0, this.dpr * k, this.dpr * tx, this.dpr * ty);
+    const { selected, hovered, pinned } = this.focus;
+    const focusNode = hovered >= 0 ? hovered : selected;
+    if (focusNode >= 0 && visible[focusNode]) {
+      ctx.fillStyle = "rgba(255,255,255,0.62)";
+      ctx.fillRect(-tx / k, -ty / k, this.cssWidth / k, this.cssHeight / k);
+      const neighbours = [];
+      for (const list of [data.incoming(focusNode), data.outgoing(focusNode)]) {
+        for (const e of list) {
+          const s = data.linkSource[e], t = data.linkTarget[e];
+          if (!visible[s] || !visible[t]) continue;
+          const w = data.linkWeight[e];
+          ctx.beginPath();
+          ctx.moveTo(x[s], y[s]);
+          ctx.lineTo(x[t], y[t]);
+          ctx.strokeStyle = `rgba(${w < 0 ? COLORS.neg : COLORS.pos},0.85)`;
+          ctx.lineWidth = (0.8 + 5 * Math.sqrt(Math.abs(w) / data.maxAbsWeight)) / k;
+          ctx.stroke();
+          neighbours.push(s === focusNode ? t : s);
+        }
+      }
+      neighbours.push(focusNode);
+      this.drawShapes(ctx, k, neighbours, 1 / k);
+    }
+    const ring = (i, color, width, extra) => {
+      if (i < 0 || !visible[i]) return;
+      ctx.beginPath();
+      ctx.arc(x[i], y[i], r[i] + extra / k, 0, 2 * Math.PI);
+      ctx.strokeStyle = color;
+      ctx.lineWidth = width / k;
+      ctx.stroke();
+    };
+    for (const i of pinned) ring(i, COLORS.pin, 2.2, 2.5);
+    ring(hovered, COLORS.text, 1.5, 2);
+    ring(selected, COLORS.selected, 2.5, 3.5);
+  }
+
+  // ------------------------------------------------------------------------------ pointer
+  bindEvents() {
+    const canvas = this.overlay;
+    canvas.addEventListener("pointerdown", (event) => {
+      canvas.setPointerCapture(event.pointerId);
+      this.pointer = { x: event.clientX, y: event.clientY, view: { ...this.view }, dragging: false };
+    });
+    canvas.addEventListener("pointermove", (event) => {
+      if (this.pointer) {
+        const dx = event.clientX - this.pointer.x;
+        const dy = event.clientY - this.pointer.y;
+        if (!this.pointer.dragging && Math.hypot(dx, dy) > 4) this.pointer.dragging = true;
+        if (this.pointer.dragging) {
+          this.view.tx = this.pointer.view.tx + dx;
+          this.view.ty = this.pointer.view.ty + dy;
+          this.applyPreviewTransform();
+          return;
+        }
+      }
+      this.hover(event);
+    });
+    canvas.addEventListener("pointerup", (event) => {
+      const pointer = this.pointer;
+      this.pointer = null;
+      if (!pointer) return;
+      if (pointer.dragging) { this.scheduleRedraw(0); return; }
+      const i = this.nodeAt(event);
+      this.onClick(i, event);
+    });
+    canvas.addEventListener("pointerleave", () => { this.tooltip.hidden = true; this.onHover(-1); });
+    canvas.addEventListener("wheel", (event) => {
+      event.preventDefault();
+      const { px, py } = this.local(event);
+      const factor = Math.exp(-event.deltaY * 0.0015);
+      const k = Math.min(40, Math.max(0.3, this.view.k * factor));
+      const applied = k / this.view.k;
+      this.view.tx = px - (px - this.view.tx) * applied;
+      this.view.ty = py - (py - this.view.ty) * applied;
+      this.view.k = k;
+      this.applyPreviewTransform();
+      this.scheduleRedraw(140);
+    }, { passive: false });
+    canvas.addEventListener("dblclick", () => { this.view = { k: 1, tx: 0, ty: 0 }; this.scheduleRedraw(0); });
+  }
+
+  local(event) {
+    // the canvas may be CSS-transformed during a gesture: measure against the pane instead
+    const paneRect = this.pane.getBoundingClientRect();
+    return { px: event.clientX - paneRect.left, py: event.clientY - paneRect.top };
+  }
+
+  nodeAt(event) {
+    if (!this.grid) return -1;
+    const { px, py } = this.local(event);
+    const wx = (px - this.view.tx) / this.view.k;
+    const wy = (py - this.view.ty) / this.view.k;
+    return this.grid.find(wx, wy, 4 / this.view.k);
+  }
+
+  hover(event) {
+    const i = this.nodeAt(event);
+    if (i >= 0) {
+      const { px, py } = this.local(event);
+      this.tooltip.textContent = this.labelOf(i);
+      this.tooltip.hidden = false;
+      this.tooltip.style.left = `${Math.min(px + 14, this.cssWidth - 200)}px`;
+      this.tooltip.style.top = `${py + 14}px`;
+    } else this.tooltip.hidden = true;
+    if (i !== this.focus.hovered) this.onHover(i);
+  }
+
+  applyPreviewTransform() {
+    const s = this.view.k / this.drawnView.k;
+    const dx = this.view.tx - this.drawnView.tx * s;
+    const dy = this.view.ty - this.drawnView.ty * s;
+    const transform = `translate(${dx}px, ${dy}px) scale(${s})`;
+    this.base.style.transform = transform;
+    this.overlay.style.transform = transform;
+  }
+
+  scheduleRedraw(ms) {
+    clearTimeout(this.redrawTimer);
+    this.redrawTimer = setTimeout(() => { this.drawBase(); this.drawOverlay(); }, ms);
+  }
+}

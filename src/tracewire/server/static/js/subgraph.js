@@ -1,0 +1,170 @@
+// The pinned subgraph: its live replacement / completeness scores, a small drawing of the pinned
+// nodes and supernodes (a supernode's edges are the sums of its members' edges), and the list
+// where items are labelled, grouped (button or key "g"), ungrouped and unpinned.
+
+import { el, formatNumber, replaceChildren, svg } from "./dom.js";
+
+export class SubgraphPanel {
+  constructor(root, { state, onSelect, requestScores }) {
+    Object.assign(this, { root, state, onSelect, requestScores });
+    this.checked = new Set();
+    this.scores = null;
+    this.scoreMessage = "";
+  }
+
+  setScores(scores, message = "") {
+    this.scores = scores;
+    this.scoreMessage = message;
+    this.renderScores();
+  }
+
+  /** Items: each supernode, then each pinned node outside a supernode. */
+  items(data) {
+    const items = [];
+    for (const group of this.state.supernodes) {
+      const members = group.members.map((id) => data.index.get(id)).filter((i) => i !== undefined);
+      if (members.length) items.push({ key: `group:${group.name}`, group, members, label: group.name });
+    }
+    for (const id of this.state.pinned) {
+      if (this.state.supernodeOf(id)) continue;
+      const i = data.index.get(id);
+      if (i !== undefined) items.push({ key: id, members: [i], label: data.label(i, this.state.nodeLabels) });
+    }
+    return items;
+  }
+
+  render(data) {
+    this.data = data;
+    const items = this.items(data);
+    const validKeys = new Set(items.map((item) => item.key));
+    for (const key of [...this.checked]) if (!validKeys.has(key)) this.checked.delete(key);
+    this.scoreBox = el("div", { class: "scores", id: "subgraph-scores" });
+    const nameInput = el("input", { id: "group-name", type: "text", placeholder: "supernode label", maxlength: "200" });
+    this.nameInput = nameInput;
+    const actions = el("div", { class: "subgraph-actions" },
+      nameInput,
+      el("button", { id: "group-button", text: "group (g)", onclick: () => this.groupChecked() }),
+      el("button", { text: "unpin checked", onclick: () => this.unpinChecked() }),
+      el("button", { text: "clear pins", disabled: !this.state.pinned.length, onclick: () => this.state.unpin([...this.state.pinned]) }),
+    );
+    replaceChildren(this.root,
+      el("h2", { text: `subgraph (${this.state.pinned.length} pinned)` }),
+      this.scoreBox,
+      el("div", { class: "subgraph-body" },
+        this.drawing(data, items),
+        el("div", { class: "subgraph-list" }, actions, this.list(data, items)),
+      ),
+    );
+    this.renderScores();
+  }
+
+  renderScores() {
+    if (!this.scoreBox) return;
+    const s = this.scores;
+    if (!s) {
+      replaceChildren(this.scoreBox, el("span", { class: "muted", text: this.scoreMessage || "pin nodes (ctrl/⌘/shift-click, or p) to score a subgraph" }));
+      return;
+    }
+    replaceChildren(this.scoreBox,
+      el("span", {}, "replacement ", el("span", { class: "value", id: "score-replacement", text: formatNumber(s.replacement) })),
+      el("span", {}, "completeness ", el("span", { class: "value", id: "score-completeness", text: formatNumber(s.completeness) })),
+      el("span", { class: "muted", text: `${s.n_pinned_features} pinned features · whole graph ` +
+        (s.full_graph ? `${formatNumber(s.full_graph.replacement)} / ${formatNumber(s.full_graph.completeness)}` : "(computing…)") }),
+    );
+  }
+
+  list(data, items) {
+    return el("ul", { id: "subgraph-items" }, items.map((item) => {
+      const box = el("input", { type: "checkbox", checked: this.checked.has(item.key), onchange: (event) => {
+        if (event.target.checked) this.checked.add(item.key); else this.checked.delete(item.key);
+      } });
+      const label = el("input", { type: "text", value: item.label, title: "label", onchange: (event) => this.rename(item, event.target.value) });
+      const tail = item.group
+        ? [el("span", { class: "members", text: `${item.members.length} nodes` }), el("button", { text: "ungroup", onclick: () => this.state.ungroup(item.group) })]
+        : [el("button", { text: "×", title: "unpin", onclick: () => this.state.unpin([item.key]) })];
+      return el("li", { class: item.group ? "supernode" : "node", "data-key": item.key }, box, label, ...tail);
+    }));
+  }
+
+  rename(item, text) {
+    if (item.group) item.group.name = text.trim() || item.group.name;
+    else this.state.nodeLabels[item.key] = text.trim();
+    this.state.changed("labels");
+  }
+
+  groupChecked() {
+    const keys = [...this.checked].map((key) => (key.startsWith("group:") ? key.slice(6) : key));
+    const name = this.nameInput?.value.trim();
+    const group = this.state.group(keys, name);
+    if (group) this.checked.clear();
+    return group;
+  }
+
+  unpinChecked() {
+    const ids = [];
+    for (const key of this.checked) {
+      if (key.startsWith("group:")) ids.push(...(this.state.supernodes.find((g) => g.name === key.slice(6))?.members || []));
+      else ids.push(key);
+    }
+    this.checked.clear();
+    this.state.unpin(ids);
+  }
+
+  /** SVG: items placed by mean (position, layer); edges = summed link weights between items. */
+  drawing(data, items) {
+    const W = 520, H = 220, pad = 26;
+    const box = svg("svg", { class: "subgraph-svg", id: "subgraph-svg", viewBox: `0 0 ${W} ${H}` });
+    if (!items.length) return box;
+    const owner = new Map();
+    items.forEach((item, k) => item.members.forEach((i) => owner.set(i, k)));
+    const sums = new Map();
+    for (const [i, k] of owner) {
+      for (const e of data.outgoing(i)) {
+        const k2 = owner.get(data.linkTarget[e]);
+        if (k2 === undefined || k2 === k) continue;
+        const key = `${k}>${k2}`;
+        sums.set(key, (sums.get(key) || 0) + data.linkWeight[e]);
+      }
+    }
+    this.edgeSums = sums;
+    const nRows = data.nLayers + 2;
+    const pos = items.map((item) => {
+      const mean = (f) => item.members.reduce((a, i) => a + f(i), 0) / item.members.length;
+      return {
+        x: pad + (mean((i) => data.ctx[i]) + 0.5) / data.nPos * (W - 2 * pad),
+        y: H - pad - (mean((i) => data.layer[i] + 1) + 0.5) / nRows * (H - 2 * pad),
+      };
+    });
+    // nudge items that land on the same spot
+    const seen = new Map();
+    for (const p of pos) {
+      const key = `${Math.round(p.x / 20)}:${Math.round(p.y / 14)}`;
+      const count = seen.get(key) || 0;
+      seen.set(key, count + 1);
+      p.x += (count % 4) * 26 - (count > 0 ? 13 : 0);
+      p.y += Math.floor(count / 4) * 14;
+    }
+    const maxAbs = Math.max(1e-12, ...[...sums.values()].map(Math.abs));
+    for (const [key, w] of sums) {
+      const [a, b] = key.split(">").map(Number);
+      box.append(svg("line", {
+        x1: pos[a].x, y1: pos[a].y, x2: pos[b].x, y2: pos[b].y,
+        stroke: w < 0 ? "#c53030" : "#2b6cb0", "stroke-opacity": 0.75,
+        "stroke-width": 0.6 + 5 * Math.abs(w) / maxAbs,
+        "data-weight": w,
+      }, svg("title", { text: `${items[a].label} → ${items[b].label}: ${formatNumber(w)}` })));
+    }
+    items.forEach((item, k) => {
+      const { x, y } = pos[k];
+      const first = item.members[0];
+      const kind = item.group ? "supernode" : ["feature", "error", "token", "logit"][data.nodeKind[first]];
+      const shape = kind === "feature"
+        ? svg("circle", { cx: x, cy: y, r: 6 })
+        : svg("rect", { x: x - 7, y: y - 7, width: 14, height: 14, rx: kind === "supernode" ? 4 : 1 });
+      const label = item.label.length > 22 ? item.label.slice(0, 21) + "…" : item.label;
+      box.append(svg("g", { class: `item ${kind}`, "data-key": item.key, onclick: () => this.onSelect(first) },
+        shape, svg("text", { x: x + 9, y: y + 4, text: label }), svg("title", { text: item.label })));
+    });
+    return box;
+  }
+}
