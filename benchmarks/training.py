@@ -64,6 +64,12 @@ def main() -> None:
     parser.add_argument("--model-bf16", action="store_true", help="bf16 autocast for the model forward")
     parser.add_argument("--eval-windows", type=int, default=32)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="cap the training loop's wall time, then export what was trained (the demo's mode)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -88,7 +94,9 @@ def main() -> None:
         autocast=config.model_autocast,
     )  # fmt: skip
     start = time.perf_counter()
-    result = train_transcoders(config, source, args.out, resume=args.resume, model_name=args.model)
+    limit = args.max_minutes * 60 if args.max_minutes else None
+    result = train_transcoders(config, source, args.out, resume=args.resume, model_name=args.model,
+                               time_limit_s=limit, finish_at_time_limit=True)  # fmt: skip
     wall = time.perf_counter() - start
     train_tps = result.report["tokens_per_second"]
 
@@ -99,6 +107,8 @@ def main() -> None:
     write_eval_report(report, args.out)
     summary = {
         "config": config.to_dict(),
+        "steps_done": result.report["steps"],
+        "tokens_trained": result.report["tokens"],
         "torch_threads": torch.get_num_threads(),
         "bare_forward_tokens_per_s": round(bare, 1),
         "training_tokens_per_s": train_tps,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from tracewire.training.activations import ActivationSource, CachedActivations, ModelActivations
 from tracewire.training.config import TrainConfig, fast_default_config, quality_config
 from tracewire.training.module import TrainableTranscoders
-from tracewire.training.recipes import ensure_corpus, train_on_corpus
+from tracewire.training.recipes import ensure_corpus, train_fast_default, train_on_corpus
 from tracewire.training.trainer import TrainResult, train_transcoders
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "ensure_corpus",
     "fast_default_config",
     "quality_config",
+    "train_fast_default",
     "train_on_corpus",
     "train_transcoders",
 ]

@@ -20,6 +20,19 @@ from tracewire.training.trainer import TrainResult, train_transcoders
 log = logging.getLogger(__name__)
 
 
+FAST_DEFAULT_TIME_LIMIT_S = 12 * 60
+"""Wall-time cap on the fast default's training loop, so that load + train + export fit 15 minutes
+even on a slow or shared 2-core machine (the token budget is what a quiet machine reaches)."""
+
+
+def train_fast_default(
+    loaded: LoadedModel, out_dir: str | os.PathLike[str], *, progress: bool = True, resume: bool = False
+) -> TrainResult:
+    """The demo's recipe: ``fast_default_config()`` with at most ``FAST_DEFAULT_TIME_LIMIT_S`` of training."""
+    return train_on_corpus(loaded, out_dir, fast_default_config(), progress=progress, resume=resume,
+                           time_limit_s=FAST_DEFAULT_TIME_LIMIT_S, finish_at_time_limit=True)  # fmt: skip
+
+
 def ensure_corpus(loaded: LoadedModel, corpus_dir: str | os.PathLike[str] | None = None) -> TokenCorpus:
     """The corpus at ``corpus_dir`` (default: the model's default corpus), built from the registry
     sources on first use (about a minute and ~100 MB of downloads)."""
@@ -43,8 +56,12 @@ def train_on_corpus(
     resume: bool = False,
     progress: bool = True,
     time_limit_s: float | None = None,
+    finish_at_time_limit: bool = False,
 ) -> TrainResult:
-    """Train ``config`` (default ``fast_default_config()``) on ``loaded``'s activations over its corpus."""
+    """Train ``config`` (default ``fast_default_config()``) on ``loaded``'s activations over its corpus.
+
+    ``time_limit_s`` / ``finish_at_time_limit``: see :func:`train_transcoders`.
+    """
     config = config or fast_default_config()
     corpus = ensure_corpus(loaded, corpus_dir)
     source: ActivationSource = ModelActivations(

@@ -159,12 +159,15 @@ def train_transcoders(
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
     time_limit_s: float | None = None,
+    finish_at_time_limit: bool = False,
 ) -> TrainResult:
     """Train a transcoder set on ``source`` and write it (and curves, report, checkpoints) to ``out_dir``.
 
     With ``resume`` the run continues from ``out_dir/checkpoints`` if there is a checkpoint.
     ``time_limit_s`` stops the run cleanly (checkpoint written, nothing exported, ``report["stopped_at"]``
-    set) once that much wall time has passed, so long recipes can run in chunks with ``resume``.
+    set) once that much wall time has passed, so long recipes can run in chunks with ``resume``;
+    with ``finish_at_time_limit`` it instead exports and evaluates what it has (a fixed time budget,
+    as ``tracewire demo`` needs whatever the machine's speed).
     ``on_step(step)`` is called after every completed step (tests use it to kill the process).
     Under ``torchrun`` each rank trains on its share of every batch; rank 0 writes the files.
     """
@@ -300,6 +303,13 @@ def train_transcoders(
         else:
             limit_hit = torch.tensor([0.0])
         if float(distributed.sum_(limit_hit, world)) > 0:  # every rank stops at the same step
+            if finish_at_time_limit:
+                save(done)
+                log.info("time limit reached after step %d of %d: exporting what was trained", done, total)
+                bar.close()
+                return _finish(
+                    config, source, module, fire_ema, curves, elapsed, out, rank, world, model_name, done
+                )
             if done % config.checkpoint_every:
                 save(done)
             bar.close()
@@ -309,7 +319,7 @@ def train_transcoders(
             report = {"stopped_at": done, "steps": total, "config": config.to_dict()}
             return TrainResult(module.export(model_name=model_name), module, report, curves, out)
     bar.close()
-    return _finish(config, source, module, fire_ema, curves, elapsed, out, rank, world, model_name)
+    return _finish(config, source, module, fire_ema, curves, elapsed, out, rank, world, model_name, total)
 
 
 def _finish(
@@ -323,14 +333,16 @@ def _finish(
     rank: int,
     world: int,
     model_name: str | None,
+    steps_done: int,
 ) -> TrainResult:
     transcoders = module.export(model_name=model_name)
     report: dict[str, Any] = {
         "model": model_name,
         "config": config.to_dict(),
         "world_size": world,
-        "steps": config.total_steps,
-        "tokens": config.total_steps * config.tokens_per_step,
+        "steps": steps_done,
+        "planned_steps": config.total_steps,
+        "tokens": steps_done * config.tokens_per_step,
         "seconds": {k: round(v, 2) for k, v in elapsed.items()},
     }
     train_seconds = sum(elapsed.values())
