@@ -128,6 +128,8 @@ def test_time_limit_stops_cleanly_and_resume_finishes(tmp_path, corpus):
 def test_time_limit_can_finish_with_what_was_trained(tmp_path, corpus):
     config = tiny_config(tokens=8 * 15 * 6)
     source = tiny_source(corpus, config)
-    result = train_transcoders(config, source, tmp_path, progress=False, time_limit_s=0, finish_at_time_limit=True)
+    result = train_transcoders(
+        config, source, tmp_path, progress=False, time_limit_s=0, finish_at_time_limit=True
+    )
     assert result.report["steps"] == 1 and result.report["planned_steps"] == 6
     assert load_transcoders(tmp_path).n_layers == 3
