@@ -94,6 +94,8 @@ def attribute(
     del run
     n_layers, n_pos, n_all = rm.n_layers, comps.n_pos, comps.n_features
     space = NodeSpace(n_all, n_layers, n_pos, len(resolved))
+    if space.size >= 2**31:
+        raise ValueError(f"{space.size} nodes exceed the int32 edge index; use a shorter prompt")
     timings["components"] = _lap(clock) - timings["forward"]
 
     budget = n_all if max_feature_nodes is None else min(max_feature_nodes, n_all)
@@ -329,9 +331,8 @@ def _influence(
     batches, offset = [], 0
     for b in collected:
         if b.weights is None:
-            local = b.row_index
-            b.weights = b.values.abs() / b.abs_sums[local].clamp_min(1e-10)
-        batches.append((b.row_index + offset, b.cols, b.weights))
+            b.weights = b.values.abs() / b.abs_sums[b.row_index.long()].clamp_min(1e-10)
+        batches.append((b.row_index.long() + offset, b.cols.long(), b.weights))
         offset += int(b.row_nodes.numel())
     return estimate_influence(batches, row_nodes, resolved.probabilities, target_nodes, space.size)
 
@@ -364,8 +365,8 @@ def _package(
     remap[selected] = torch.arange(n_sel)
     tail = torch.arange(space.error_offset, space.size)
     remap[tail] = n_sel + (tail - space.error_offset)
-    rows = remap[torch.cat([b.rows for b in collected])]
-    cols = remap[torch.cat([b.cols for b in collected])]
+    rows = remap[torch.cat([b.row_nodes[b.row_index.long()] for b in collected])]
+    cols = remap[torch.cat([b.cols for b in collected]).long()]
     values = torch.cat([b.values for b in collected])
     keep = cols >= 0
     sel_cpu = selected
