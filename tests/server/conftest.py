@@ -33,6 +33,8 @@ def steerer() -> Steerer:
 
 @pytest.fixture
 def client(graph_dir: Path, store: FakeFeatureStore, steerer: Steerer) -> TestClient:
-    app = create_app(graph_dir, features=FeatureService(lambda: store), steerer=steerer, max_body_bytes=64_000)
+    app = create_app(
+        graph_dir, features=FeatureService(lambda: store), steerer=steerer, max_body_bytes=64_000
+    )
     with TestClient(app, base_url="http://127.0.0.1") as test_client:
         yield test_client

@@ -20,7 +20,9 @@ DEMO_TARGETS = {9: " Austin", 7: " Paris", 5: " France", 2: " The"}
 
 
 def demo_graph(seed: int = 0) -> Graph:
-    graph = random_graph(n_layers=3, n_pos=6, n_features=40, n_targets=4, seed=seed, d_model=16, vocab_size=96)
+    graph = random_graph(
+        n_layers=3, n_pos=6, n_features=40, n_targets=4, seed=seed, d_model=16, vocab_size=96
+    )
     return dataclasses.replace(
         graph,
         prompt="The capital of Texas is",
@@ -39,7 +41,12 @@ class FakeCard:
     def to_json(self) -> dict[str, Any]:
         tokens = ["The", " capital", " of", " Texas", " is", " Austin"]
         acts = [0.0, 0.1, 0.0, 2.5, 0.4, 1.0]
-        example = {"tokens": tokens, "tokens_acts_list": acts, "train_token_ind": 3, "is_repeated_datapoint": False}
+        example = {
+            "tokens": tokens,
+            "tokens_acts_list": acts,
+            "train_token_ind": 3,
+            "is_repeated_datapoint": False,
+        }
         return {
             "index": self.layer * 1000 + self.feature,
             "layer": self.layer,

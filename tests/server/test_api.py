@@ -17,7 +17,9 @@ from tracewire.graph.neuronpedia_ids import node_ids
 from tracewire.server import FeatureService, create_app
 
 
-def nodes_and_links(client: TestClient, slug: str, query: str = "") -> tuple[dict, list[tuple[str, str, float]]]:
+def nodes_and_links(
+    client: TestClient, slug: str, query: str = ""
+) -> tuple[dict, list[tuple[str, str, float]]]:
     head = client.get(f"/api/graphs/{slug}/nodes?{query}")
     assert head.status_code == 200, head.text
     body = head.json()
@@ -54,7 +56,11 @@ def test_tracewire_graph_is_pruned_like_prune_graph(client: TestClient) -> None:
     kept = prune.edge_mask & prune.node_mask[graph.edge_sources] & prune.node_mask[graph.edge_targets]
     expected = {
         (ids[s], ids[t]): w
-        for s, t, w in zip(graph.edge_sources[kept].tolist(), graph.edge_targets[kept].tolist(), graph.edge_weights[kept].tolist())
+        for s, t, w in zip(
+            graph.edge_sources[kept].tolist(),
+            graph.edge_targets[kept].tolist(),
+            graph.edge_weights[kept].tolist(),
+        )
     }
     assert {(s, t) for s, t, _ in links} == set(expected)
     for source, target, weight in links:
@@ -76,7 +82,9 @@ def test_thresholds_change_the_view(client: TestClient) -> None:
         assert (node["node_id"] in kept) == (always or node["influence"] <= 0.5)
 
 
-@pytest.mark.parametrize("query", ["node_threshold=1.5", "node_threshold=-0.1", "node_threshold=abc", "edge_threshold=2"])
+@pytest.mark.parametrize(
+    "query", ["node_threshold=1.5", "node_threshold=-0.1", "node_threshold=abc", "edge_threshold=2"]
+)
 def test_bad_thresholds_are_422(client: TestClient, query: str) -> None:
     for route in ("nodes", "links"):
         assert client.get(f"/api/graphs/demo/{route}?{query}").status_code == 422
@@ -85,9 +93,12 @@ def test_bad_thresholds_are_422(client: TestClient, query: str) -> None:
 
 def test_links_come_in_pages(client: TestClient) -> None:
     whole = client.get("/api/graphs/small/links").json()
-    pages = [client.get(f"/api/graphs/small/links?offset={o}&limit=50").json() for o in range(0, whole["total"], 50)]
+    pages = [
+        client.get(f"/api/graphs/small/links?offset={o}&limit=50").json()
+        for o in range(0, whole["total"], 50)
+    ]
     for key in ("source", "target", "weight"):
-        assert sum((page[key] for page in pages), []) == whole[key]
+        assert [value for page in pages for value in page[key]] == whole[key]
     assert client.get("/api/graphs/small/links?offset=100000").json()["source"] == []
     for bad in ("limit=0", "limit=1000001", "offset=-1"):
         assert client.get(f"/api/graphs/small/links?{bad}").status_code == 422
@@ -101,12 +112,14 @@ def test_download_is_a_schema_valid_neuronpedia_document(client: TestClient, gra
         jsonschema.validate(document, neuronpedia_schema())
     raw = json.loads((graph_dir / "small.json").read_text())
     assert client.get("/api/graphs/small").json() == raw  # a JSON graph downloads as it is on disk
-    assert client.get("/api/graphs/packed").json() == json.loads(gzip.decompress((graph_dir / "packed.json.gz").read_bytes()))
+    assert client.get("/api/graphs/packed").json() == json.loads(
+        gzip.decompress((graph_dir / "packed.json.gz").read_bytes())
+    )
     # the pruned download agrees with the nodes/links view of the same thresholds
     document = client.get("/api/graphs/demo?node_threshold=0.5").json()
     body, links = nodes_and_links(client, "demo", "node_threshold=0.5")
     assert [n["node_id"] for n in document["nodes"]] == [n["node_id"] for n in body["nodes"]]
-    assert [(l["source"], l["target"]) for l in document["links"]] == [(s, t) for s, t, _ in links]
+    assert [(link["source"], link["target"]) for link in document["links"]] == [(s, t) for s, t, _ in links]
 
 
 # ------------------------------------------------------------------------------------- scores
@@ -129,7 +142,9 @@ def test_subgraph_scores_of_a_json_graph_use_the_imported_graph(client: TestClie
     features = [n["node_id"] for n in document["nodes"] if n["feature_type"] == "cross layer transcoder"][:5]
     body = client.post("/api/graphs/small/subgraph-scores", json={"pinnedIds": features}).json()
     graph = from_neuronpedia_json(document)
-    index = dict(zip((n["node_id"] for n in document["nodes"]), graph.metadata["neuronpedia_import"]["nodes"]))
+    index = dict(
+        zip((n["node_id"] for n in document["nodes"]), graph.metadata["neuronpedia_import"]["nodes"])
+    )
     expected = ScoreContext(graph).subgraph_scores([index[node] for node in features])
     assert body["replacement"] == pytest.approx(expected.replacement)
     assert body["n_pinned_features"] == 5
@@ -154,13 +169,17 @@ def test_qparams_are_saved_into_a_json_file_atomically(client: TestClient, graph
     after = json.loads((graph_dir / "small.json").read_text())
     assert after["qParams"]["pinnedIds"] == pins and after["qParams"]["pruningThreshold"] == 0.6
     assert after["qParams"]["supernodes"] == [["capital things", *pins[:2]]]
-    assert {k: v for k, v in after.items() if k != "qParams"} == {k: v for k, v in before.items() if k != "qParams"}
+    assert {k: v for k, v in after.items() if k != "qParams"} == {
+        k: v for k, v in before.items() if k != "qParams"
+    }
     assert not [p for p in graph_dir.iterdir() if p.name.startswith(".small")]  # no temp file left
     assert client.get("/api/graphs/small/nodes").json()["qParams"]["nodeLabels"] == {pins[0]: "my label"}
 
 
 def test_qparams_of_gz_and_safetensors_graphs(client: TestClient, graph_dir: Path) -> None:
-    assert client.post("/api/graphs/packed/qparams", json={"qParams": q_params(["a", "b"])}).status_code == 200
+    assert (
+        client.post("/api/graphs/packed/qparams", json={"qParams": q_params(["a", "b"])}).status_code == 200
+    )
     stored = json.loads(gzip.decompress((graph_dir / "packed.json.gz").read_bytes()))
     assert stored["qParams"]["pinnedIds"] == ["a", "b"]
     pins = node_ids(demo_graph())[:2]
@@ -182,7 +201,9 @@ def test_qparams_of_gz_and_safetensors_graphs(client: TestClient, graph_dir: Pat
         [],
     ],
 )
-def test_invalid_qparams_are_422_and_change_nothing(client: TestClient, graph_dir: Path, body: object) -> None:
+def test_invalid_qparams_are_422_and_change_nothing(
+    client: TestClient, graph_dir: Path, body: object
+) -> None:
     before = (graph_dir / "small.json").read_bytes()
     response = client.post("/api/graphs/small/qparams", json=body)
     assert response.status_code == 422, response.text
@@ -240,7 +261,9 @@ def test_a_store_that_cannot_open_is_503_and_graphs_still_work(graph_dir: Path) 
     def broken():
         raise OSError("disk on fire")
 
-    with TestClient(create_app(graph_dir, features=FeatureService(broken)), base_url="http://127.0.0.1") as client:
+    with TestClient(
+        create_app(graph_dir, features=FeatureService(broken)), base_url="http://127.0.0.1"
+    ) as client:
         response = client.get("/api/features/0/2")
         assert response.status_code == 503 and "disk on fire" in response.json()["detail"]
         assert client.get("/api/graphs/demo/nodes").status_code == 200
@@ -252,8 +275,8 @@ def test_steer_ablating_a_feature_changes_the_logits(client: TestClient, steerer
     run = steerer.intervener.run(clean, [])
     acts = run.activations[1, -1]  # layer 1, last position
     feature = int(acts.argmax())
-    body = {"slug": "demo", "interventions": [{"layer": 1, "feature": feature, "position": -1, "op": "set", "value": 40.0}],
-            "max_new_tokens": 3, "top_k": 5}  # fmt: skip
+    clamp = {"layer": 1, "feature": feature, "position": -1, "op": "set", "value": 40.0}
+    body = {"slug": "demo", "interventions": [clamp], "max_new_tokens": 3, "top_k": 5}
     response = client.post("/api/steer", json=body)
     assert response.status_code == 200, response.text
     result = response.json()
@@ -270,11 +293,27 @@ def test_steer_ablating_a_feature_changes_the_logits(client: TestClient, steerer
     [
         ({"slug": "demo", "interventions": [{"layer": 1, "feature": 5000, "position": 1, "value": 1}]}, 422),
         ({"slug": "demo", "interventions": [{"layer": 9, "feature": 1, "position": 1, "value": 1}]}, 422),
-        ({"slug": "demo", "interventions": [{"layer": 1, "feature": 1, "position": 1, "op": "explode", "value": 1}]}, 422),
+        (
+            {
+                "slug": "demo",
+                "interventions": [{"layer": 1, "feature": 1, "position": 1, "op": "explode", "value": 1}],
+            },
+            422,
+        ),
         ({"slug": "demo", "interventions": [{"layer": 1, "feature": 1, "position": 1, "value": "NaN"}]}, 422),
         ({"slug": "demo", "interventions": []}, 422),
-        ({"slug": "demo", "interventions": [{"layer": 1, "feature": 1, "position": 1, "value": 1}], "max_new_tokens": 65}, 422),
-        ({"slug": "../secret", "interventions": [{"layer": 1, "feature": 1, "position": 1, "value": 1}]}, 404),
+        (
+            {
+                "slug": "demo",
+                "interventions": [{"layer": 1, "feature": 1, "position": 1, "value": 1}],
+                "max_new_tokens": 65,
+            },
+            422,
+        ),
+        (
+            {"slug": "../secret", "interventions": [{"layer": 1, "feature": 1, "position": 1, "value": 1}]},
+            404,
+        ),
         ({"slug": "broken", "interventions": [{"layer": 1, "feature": 1, "position": 1, "value": 1}]}, 422),
     ],
 )
@@ -315,11 +354,15 @@ def test_no_ui_file_loads_anything_from_the_network() -> None:
 def test_openapi_documents_every_route_and_docs_are_offline(client: TestClient) -> None:
     paths = client.get("/api/openapi.json").json()["paths"]
     for path in (
-        "/api/info", "/api/graphs", "/api/graphs/{slug}", "/api/graphs/{slug}/nodes", "/api/graphs/{slug}/links",
-        "/api/graphs/{slug}/subgraph-scores", "/api/graphs/{slug}/qparams", "/api/features/{layer}/{feature}",
-        "/api/features/{layer}/{feature}/label", "/api/steer",
+        "/api/info", "/api/graphs", "/api/graphs/{slug}", "/api/graphs/{slug}/nodes",
+        "/api/graphs/{slug}/links", "/api/graphs/{slug}/subgraph-scores", "/api/graphs/{slug}/qparams",
+        "/api/features/{layer}/{feature}", "/api/features/{layer}/{feature}/label", "/api/steer",
     ):  # fmt: skip
         assert path in paths
     docs = client.get("/api/docs")
-    assert docs.status_code == 200 and "/api/graphs/{slug}/subgraph-scores" in docs.text and "cdn" not in docs.text
+    assert (
+        docs.status_code == 200
+        and "/api/graphs/{slug}/subgraph-scores" in docs.text
+        and "cdn" not in docs.text
+    )
     assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from tests.server.asgi import raw_request
+from tests.server.browser import LiveServer
 from tracewire.server import create_app
 
 SECRET = b"outside the served directory"
@@ -66,7 +64,9 @@ def test_graph_routes_never_leave_the_directory(app, slug: str) -> None:
         assert_refused(raw_request(app, "GET", route.format(slug)))
     body = json.dumps({"pinnedIds": []}).encode()
     assert_refused(raw_request(app, "POST", f"/api/graphs/{slug}/subgraph-scores", body))
-    assert_refused(raw_request(app, "POST", f"/api/graphs/{slug}/qparams", json.dumps({"qParams": {}}).encode()))
+    assert_refused(
+        raw_request(app, "POST", f"/api/graphs/{slug}/qparams", json.dumps({"qParams": {}}).encode())
+    )
 
 
 @pytest.mark.parametrize(
@@ -88,20 +88,28 @@ def test_static_routes_never_leave_the_package(app, path: str) -> None:
 
 
 def test_nothing_was_written_outside(app, graph_dir: Path) -> None:
-    raw_request(app, "POST", "/api/graphs/..%2Fsecret/qparams", json.dumps({"qParams": {"clickedId": "x"}}).encode())
+    raw_request(
+        app, "POST", "/api/graphs/..%2Fsecret/qparams", json.dumps({"qParams": {"clickedId": "x"}}).encode()
+    )
     assert (graph_dir.parent / "secret.json").read_bytes() == b'{"secret": "' + SECRET + b'"}'
     assert sorted(p.name for p in graph_dir.parent.iterdir()) == ["graphs", "secret.json"]
 
 
 def test_a_live_server_refuses_raw_traversal(graph_dir: Path) -> None:
     """Over a real socket, with the request line exactly as an attacker would send it."""
-    for path in ("/static/../../secret.json", "/api/graphs/../../secret.json", "/api/graphs/..%2F..%2Fsecret.json/nodes"):
-        with live_server(create_app(graph_dir)) as port:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    paths = (
+        "/static/../../secret.json",
+        "/api/graphs/../../secret.json",
+        "/api/graphs/..%2F..%2Fsecret.json/nodes",
+    )
+    with LiveServer(create_app(graph_dir)) as url:
+        for path in paths:
+            connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=10)
             connection.putrequest("GET", path, skip_accept_encoding=True)
             connection.endheaders()
             response = connection.getresponse()
             body = response.read()
+            connection.close()
             assert 400 <= response.status < 500 and SECRET not in body, (path, response.status)
 
 
@@ -111,7 +119,9 @@ def test_oversized_bodies_are_413_before_parsing(app) -> None:
     assert len(big) > 4096
     response = raw_request(app, "POST", "/api/graphs/demo/subgraph-scores", big)
     assert response.status == 413 and b"exceeds the limit" in response.body
-    lying = raw_request(app, "POST", "/api/graphs/demo/subgraph-scores", b"{}", headers={"content-length": "99999999"})
+    lying = raw_request(
+        app, "POST", "/api/graphs/demo/subgraph-scores", b"{}", headers={"content-length": "99999999"}
+    )
     assert lying.status == 413
 
 
@@ -131,7 +141,16 @@ def test_chunked_oversized_body_is_413(app) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"{", b'{"pinnedIds": [}', b"not json", b"\xff\xfe\x00", b'{"pinnedIds": NaN}', b"null", b'"text"', b"[1,2]"],
+    [
+        b"{",
+        b'{"pinnedIds": [}',
+        b"not json",
+        b"\xff\xfe\x00",
+        b'{"pinnedIds": NaN}',
+        b"null",
+        b'"text"',
+        b"[1,2]",
+    ],
 )
 def test_malformed_json_is_422(app, body: bytes) -> None:
     for path in ("/api/graphs/demo/subgraph-scores", "/api/graphs/demo/qparams", "/api/steer"):
@@ -141,11 +160,15 @@ def test_malformed_json_is_422(app, body: bytes) -> None:
 
 
 def test_empty_body_is_422(app) -> None:
-    response = raw_request(app, "POST", "/api/graphs/demo/subgraph-scores", headers={"content-type": "application/json"})
+    response = raw_request(
+        app, "POST", "/api/graphs/demo/subgraph-scores", headers={"content-type": "application/json"}
+    )
     assert response.status == 422
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", ""])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", ""]
+)
 def test_bodies_must_be_json(app, content_type: str) -> None:
     """A cross-site form or text/plain fetch (no CORS preflight) cannot write a graph file."""
     headers = {"content-type": content_type, "content-length": "14"}
@@ -193,32 +216,9 @@ def test_a_rewritten_file_is_reloaded(app, graph_dir: Path) -> None:
     document["qParams"]["clickedId"] = document["nodes"][0]["node_id"]
     time.sleep(0.01)
     path.write_text(json.dumps(document) + " ")
-    assert raw_request(app, "GET", "/api/graphs/small/nodes").json()["qParams"]["clickedId"] == document["nodes"][0]["node_id"]
+    assert (
+        raw_request(app, "GET", "/api/graphs/small/nodes").json()["qParams"]["clickedId"]
+        == document["nodes"][0]["node_id"]
+    )
     path.unlink()
     assert raw_request(app, "GET", "/api/graphs/small/nodes").status == 404
-
-
-# ------------------------------------------------------------------------------------- helpers
-class live_server:
-    """uvicorn on a free loopback port in a thread, for the duration of a with-block."""
-
-    def __init__(self, app) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> int:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self.port
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)

@@ -1,9 +1,10 @@
 """One line per graph file for the graph list, without loading whole graphs.
 
 A ``.safetensors`` graph's prompt and sizes are in its header (tensor shapes are read, not
-tensors). A JSON graph is parsed when it is small; a large one is described by its entry in
-``graph-metadata.json`` when there is one, else by its file name and size only, so listing a
-directory never parses a multi-gigabyte file. Summaries are cached per file version.
+tensors). A JSON graph is described by its entry in ``graph-metadata.json`` when there is one
+(written with every exported graph), else parsed when it is small, else named by its file name
+and size only: listing a directory never parses a multi-gigabyte file. Summaries are cached per
+file version.
 """
 
 from __future__ import annotations
@@ -75,22 +76,31 @@ def _tracewire(file: GraphFile) -> dict[str, Any]:
 
 
 def _neuronpedia(file: GraphFile, size: int) -> dict[str, Any]:
-    if size <= PARSE_LIMIT_BYTES:
-        document = read_document(file)
-        metadata = document["metadata"]
-        return {
-            "prompt": _text(metadata.get("prompt")),
-            "scan": _text(metadata.get("scan")),
-            "n_nodes": len(document["nodes"]),
-            "n_edges": len(document["links"]),
-        }
+    listed = _listed(file)
+    if listed is not None:
+        return {"prompt": _text(listed.get("prompt")), "scan": _text(listed.get("scan"))}
+    if size > PARSE_LIMIT_BYTES:
+        return {}
+    document = read_document(file)
+    metadata = document["metadata"]
+    return {
+        "prompt": _text(metadata.get("prompt")),
+        "scan": _text(metadata.get("scan")),
+        "n_nodes": len(document["nodes"]),
+        "n_edges": len(document["links"]),
+    }
+
+
+def _listed(file: GraphFile) -> dict[str, Any] | None:
+    """The file's entry in ``graph-metadata.json`` (written next to exported graphs), if any."""
     listing_path = file.path.parent / METADATA_FILE
-    if listing_path.is_file():
-        listing = json.loads(listing_path.read_text(encoding="utf-8"))
-        for entry in listing.get("graphs", []) if isinstance(listing, dict) else []:
-            if isinstance(entry, dict) and entry.get("slug") == file.slug:
-                return {"prompt": _text(entry.get("prompt")), "scan": _text(entry.get("scan"))}
-    return {}
+    if not listing_path.is_file():
+        return None
+    listing = json.loads(listing_path.read_text(encoding="utf-8"))
+    for entry in listing.get("graphs", []) if isinstance(listing, dict) else []:
+        if isinstance(entry, dict) and entry.get("slug") == file.slug:
+            return entry
+    return None
 
 
 def _text(value: Any) -> str | None:

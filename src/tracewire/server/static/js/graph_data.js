@@ -128,25 +128,27 @@ export class GraphData {
   }
 }
 
-/** Load a graph from the server: nodes, then the links in pages (fetched concurrently). */
+/** Load a graph from the server: its nodes and its links in pages (fetched concurrently). */
 export async function loadServerGraph(slug, { nodeThreshold, edgeThreshold } = {}) {
   const params = new URLSearchParams();
   if (nodeThreshold !== undefined && nodeThreshold !== null) params.set("node_threshold", nodeThreshold);
   if (edgeThreshold !== undefined && edgeThreshold !== null) params.set("edge_threshold", edgeThreshold);
   const query = params.toString();
-  const head = await api.nodes(slug, query);
-  const total = head.n_links;
+  // Nodes and the first page of links at once (the server prunes once for both).
+  const [head, first] = await Promise.all([api.nodes(slug, query), api.links(slug, query, 0, LINKS_PAGE)]);
+  const total = first.total;
   const sources = new Int32Array(total);
   const targets = new Int32Array(total);
   const weights = new Float32Array(total);
-  const pages = [];
-  for (let offset = 0; offset < total; offset += LINKS_PAGE) pages.push(offset);
-  await Promise.all(pages.map(async (offset) => {
-    const page = await api.links(slug, query, offset, LINKS_PAGE);
-    sources.set(page.source, offset);
-    targets.set(page.target, offset);
-    weights.set(page.weight, offset);
-  }));
+  const store = (page) => {
+    sources.set(page.source, page.offset);
+    targets.set(page.target, page.offset);
+    weights.set(page.weight, page.offset);
+  };
+  store(first);
+  const rest = [];
+  for (let offset = LINKS_PAGE; offset < total; offset += LINKS_PAGE) rest.push(offset);
+  await Promise.all(rest.map(async (offset) => store(await api.links(slug, query, offset, LINKS_PAGE))));
   return new GraphData({
     origin: "server", slug, kind: head.kind, metadata: head.metadata, qParams: head.qParams,
     settings: { ...head.settings, query }, nodes: head.nodes, sources, targets, weights,

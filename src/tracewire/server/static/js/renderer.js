@@ -3,13 +3,17 @@
 // Two stacked canvases: the base one holds every visible link and node and is redrawn only when
 // the graph, the filter or the view changes; the overlay holds what changes on every pointer move
 // (hovered/selected node, its links, pins). Links are drawn in a few batches (sign x width
-// level), one path each, so 100k links cost one pass. During a pan or zoom the drawn bitmaps are
+// level): the many weak links as one path of 1-pixel hairlines, which software rasterisation
+// draws fast; the few strong ones wider, in chunks. Wide strokes of 100k links would take seconds
+// to rasterise in Chromium without a GPU. During a pan or zoom the drawn bitmaps are
 // moved with a CSS transform and redrawn once the gesture pauses.
 
 import { KIND } from "./graph_data.js";
 import { computeLayout, HitGrid, MARGIN } from "./layout.js";
 
+// Link width levels are linear in |weight| / max |weight|; the lowest ones are 1-pixel hairlines.
 const WIDTH_LEVELS = 6;
+const THIN_LEVELS = 3;
 const COLORS = {
   pos: "43,108,176", neg: "197,48,48",
   feature: "#f6ad55", featureStroke: "#9c4221",
@@ -42,7 +46,7 @@ export class Renderer {
     this.view = { k: 1, tx: 0, ty: 0 };
     const levels = new Uint8Array(data.nLinks);
     for (let e = 0; e < data.nLinks; e++) {
-      const level = Math.min(WIDTH_LEVELS - 1, Math.floor(Math.sqrt(Math.abs(data.linkWeight[e]) / data.maxAbsWeight) * WIDTH_LEVELS));
+      const level = Math.min(WIDTH_LEVELS - 1, Math.floor((Math.abs(data.linkWeight[e]) / data.maxAbsWeight) * WIDTH_LEVELS));
       levels[e] = level + (data.linkWeight[e] < 0 ? WIDTH_LEVELS : 0);
     }
     this.linkBucket = levels;
@@ -113,21 +117,27 @@ export class Renderer {
       count++;
     }
     this.visibleLinks = count;
-    const baseAlpha = Math.min(0.55, Math.max(0.06, 7 / Math.sqrt(Math.max(count, 1))));
+    const baseAlpha = Math.min(0.55, Math.max(0.07, 7 / Math.sqrt(Math.max(count, 1))));
     const { x, y } = layout;
+    const hairline = 1 / (k * this.dpr); // Skia rasterises 1-device-pixel lines on a fast path
     for (let level = 0; level < WIDTH_LEVELS; level++) {
       for (const sign of [0, 1]) {
         const links = shown[level + sign * WIDTH_LEVELS];
         if (!links.length) continue;
-        ctx.beginPath();
-        for (const e of links) {
-          const s = data.linkSource[e], t = data.linkTarget[e];
-          ctx.moveTo(x[s], y[s]);
-          ctx.lineTo(x[t], y[t]);
+        ctx.strokeStyle = `rgba(${sign ? COLORS.neg : COLORS.pos},${Math.min(0.9, baseAlpha * (1 + level * 0.8))})`;
+        ctx.lineWidth = level < THIN_LEVELS ? hairline : (0.6 + (level - THIN_LEVELS + 1)) / k;
+        // wide strokes of one huge path are slow to rasterise: stroke them in chunks
+        const chunk = level < THIN_LEVELS ? links.length : 512;
+        for (let start = 0; start < links.length; start += chunk) {
+          ctx.beginPath();
+          for (let j = start; j < Math.min(links.length, start + chunk); j++) {
+            const e = links[j];
+            const s = data.linkSource[e], t = data.linkTarget[e];
+            ctx.moveTo(x[s], y[s]);
+            ctx.lineTo(x[t], y[t]);
+          }
+          ctx.stroke();
         }
-        ctx.strokeStyle = `rgba(${sign ? COLORS.neg : COLORS.pos},${Math.min(0.9, baseAlpha * (0.7 + level * 0.45))})`;
-        ctx.lineWidth = (0.5 + level * 0.8) / k;
-        ctx.stroke();
       }
     }
     this.drawNodes(ctx, k);

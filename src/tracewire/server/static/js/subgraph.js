@@ -163,7 +163,10 @@ export class SubgraphPanel {
         : svg("rect", { x: x - 7, y: y - 7, width: 14, height: 14, rx: kind === "supernode" ? 4 : 1 });
       const label = item.label.length > 22 ? item.label.slice(0, 21) + "…" : item.label;
       box.append(svg("g", { class: `item ${kind}`, "data-key": item.key, onclick: () => this.onSelect(first) },
-        shape, svg("text", { x: x + 9, y: y + 4, text: label }), svg("title", { text: item.label })));
+        shape,
+        // labels to the right of the shape, or to its left near the right edge
+        x > W - 150 ? svg("text", { x: x - 10, y: y + 4, "text-anchor": "end", text: label }) : svg("text", { x: x + 9, y: y + 4, text: label }),
+        svg("title", { text: item.label })));
     });
     return box;
   }
