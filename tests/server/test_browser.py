@@ -294,3 +294,43 @@ def test_ten_thousand_nodes_render_and_answer_a_click(browser: Any, tmp_path: Pa
     )
     assert metrics["firstRenderMs"] < FIRST_RENDER_LIMIT_MS
     assert click_ms < 5_000
+
+
+def test_zoom_pan_then_click_and_pin_with_the_keyboard(page: Any, site: dict[str, Any]) -> None:
+    open_graph(page, site["url"], "demo")
+    pane = page.locator("#graph-pane").bounding_box()
+    centre = {"x": pane["width"] / 2, "y": pane["height"] / 2}
+    node_id = page.evaluate(
+        """(c) => {
+           const ex = window.tracewire.explorer, d = ex.data;
+           let best = null, bestD = Infinity;
+           for (let i = 0; i < d.nodes.length; i++) {
+             if (d.nodeKind[i] !== 0 || !ex.renderer.visible[i]) continue;
+             const p = ex.renderer.screenPosition(i); const dist = Math.hypot(p.x - c.x, p.y - c.y);
+             if (dist < bestD) { bestD = dist; best = d.nodes[i].node_id; }
+           }
+           return best; }""",
+        centre,
+    )
+    page.mouse.move(pane["x"] + centre["x"], pane["y"] + centre["y"])
+    page.mouse.wheel(0, -300)  # zoom in around the pointer
+    page.mouse.down()
+    page.mouse.move(pane["x"] + centre["x"] + 40, pane["y"] + centre["y"] + 25, steps=5)
+    page.mouse.up()
+    page.wait_for_timeout(300)  # the redraw after the gesture
+    view = page.evaluate("() => window.tracewire.explorer.renderer.view")
+    assert view["k"] > 1.2 and view["tx"] != 0
+    position = page.evaluate(
+        "(id) => { const ex = window.tracewire.explorer; "
+        "return ex.renderer.screenPosition(ex.data.index.get(id)); }",
+        node_id,
+    )
+    assert 0 < position["x"] < pane["width"] and 0 < position["y"] < pane["height"]
+    click_node(page, node_id)  # hit-testing under the zoomed, panned view
+    page.wait_for_function(
+        "(id) => document.querySelector('.node-facts')?.textContent.startsWith(id)", arg=node_id
+    )
+    page.keyboard.press("p")
+    page.wait_for_function("() => document.querySelectorAll('#subgraph-items li').length === 1")
+    page.keyboard.press("Escape")
+    assert page.evaluate("() => window.tracewire.explorer.selected") == -1

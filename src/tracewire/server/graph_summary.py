@@ -66,7 +66,7 @@ def _tracewire(file: GraphFile) -> dict[str, Any]:
     n_layers = int(json.loads(header["n_layers"]))
     n_pos = shapes["tokens"][0]
     metadata = json.loads(header.get("metadata", "{}"))
-    scan = metadata.get("scan") or metadata.get("transcoders") if isinstance(metadata, dict) else None
+    scan = (metadata.get("scan") or metadata.get("transcoders")) if isinstance(metadata, dict) else None
     return {
         "prompt": json.loads(header["prompt"]),
         "scan": scan if isinstance(scan, str) else None,
