@@ -37,14 +37,21 @@ def threshold(scores: torch.Tensor, fraction: float) -> torch.Tensor:
 
 
 def prune(
-    graph: Graph, node_fraction: float, edge_fraction: float
+    graph: Graph, node_fraction: float, edge_fraction: float, *, tie_rtol: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(node mask [N], edge mask over the graph's edge list [E], cumulative scores [N])."""
+    """(node mask [N], edge mask over the graph's edge list [E], cumulative scores [N]).
+
+    ``tie_rtol``: scores within this relative distance below a threshold count as equal to it.
+    The definitions tie structurally (a node with one input and one output gives both edges the
+    score ``I'`` of that node; a token whose only output is one feature has its influence), and
+    the matrix inverse breaks such ties by rounding where the sparse code keeps them exact; a
+    tolerance of ~1e-9 makes the reference keep the whole tie, as exact arithmetic would.
+    """
     adjacency = dense_adjacency(graph)
     exists = adjacency != 0
     weights = logit_weights(graph)
     node_influence = influence(normalize(adjacency), weights)
-    node_mask = node_influence >= threshold(node_influence, node_fraction)
+    node_mask = node_influence >= threshold(node_influence, node_fraction) * (1 - tie_rtol)
     node_mask[graph.token_offset :] = True
 
     pruned = adjacency.clone()
@@ -53,7 +60,7 @@ def prune(
     normalized = normalize(pruned)
     pruned_influence = influence(normalized, weights) + weights
     edge_scores = normalized * pruned_influence[:, None]
-    edge_mask = (edge_scores >= threshold(edge_scores[exists], edge_fraction)) & exists
+    edge_mask = (edge_scores >= threshold(edge_scores[exists], edge_fraction) * (1 - tie_rtol)) & exists
 
     while True:
         edge_mask &= node_mask[:, None] & node_mask[None, :]

@@ -146,3 +146,33 @@ def dense_adjacency(graph: Graph) -> torch.Tensor:
     matrix = torch.zeros(graph.n_nodes, graph.n_nodes, dtype=torch.float64)
     matrix.index_put_((graph.edge_targets, graph.edge_sources), graph.edge_weights.double(), accumulate=True)
     return matrix
+
+
+def circuit_tracer_dag(dtype: torch.dtype = torch.float32) -> Graph:
+    """The hand-built 12-node DAG of circuit-tracer's ``tests/test_graph.py::test_small_graph``.
+
+    Same node numbers as there, which is also tracewire's order: 2 layers x 2 positions,
+    features 0-4, errors 5-8 (err(l, p) = 5 + 2l + p), tokens 9-10, one target 11 with p = 1.
+    Every edge weighs 10: 11 ← {1, 3, 6, 8}; 3 ← {0, 1, 6}; 1 ← {9, 10}; 0 ← 9. Features 2 and 4
+    have no edges. Layers and positions are chosen so every edge goes up a layer (or from a token)
+    and never to an earlier position. Upstream's node influences are
+    ``[1/12, 1/3, 0, 1/4, 0, 0, 1/3, 0, 1/4, 1/4, 1/6, 0]``.
+    """
+    edges = [(11, 1), (11, 3), (11, 6), (11, 8), (3, 0), (3, 1), (3, 6), (1, 9), (1, 10), (0, 9)]
+    return Graph(
+        prompt="ab",
+        tokens=torch.tensor([0, 1]),
+        token_strings=["a", "b"],
+        n_layers=2,
+        # (layer, pos, feature id): f0 reads token 0, f1 both tokens, f3 f0/f1/err(0,1).
+        features=torch.tensor([[0, 0, 1], [0, 1, 2], [1, 0, 3], [1, 1, 4], [1, 0, 5]]),
+        activations=(torch.tensor([1, 2, 3, 4, 5]) * 2).to(dtype),
+        target_labels=["a"],
+        target_token_ids=torch.tensor([0]),
+        target_probabilities=torch.tensor([1.0], dtype=dtype),
+        target_vectors=torch.zeros(1, 8, dtype=dtype),
+        edge_targets=torch.tensor([t for t, _ in edges]),
+        edge_sources=torch.tensor([s for _, s in edges]),
+        edge_weights=torch.full((len(edges),), 10.0, dtype=dtype),
+        metadata={"vocab_size": 16},
+    )

@@ -8,10 +8,15 @@ import pytest
 import torch
 
 from tests.graph import dense_reference
-from tests.graph.factory import dense_adjacency, hand_built_graph, random_graph
+from tests.graph.factory import circuit_tracer_dag, dense_adjacency, hand_built_graph, random_graph
 from tracewire.errors import GraphFormatError
 from tracewire.graph.graph import Graph
-from tracewire.graph.influence import node_influence
+from tracewire.graph.influence import (
+    logit_weights,
+    node_influence,
+    normalized_abs_weights,
+    propagate_influence,
+)
 from tracewire.graph.pruning import (
     PruneResult,
     cumulative_scores,
@@ -43,6 +48,42 @@ def test_hand_built_pruning() -> None:
     strict = prune_graph(graph, node_threshold=0.8, edge_threshold=0.3)
     assert strict.edge_mask.tolist() == [False, False, True, False, False, False]
     assert strict.node_mask.tolist() == [False, False, False, True, True, True, True]
+
+
+CIRCUIT_TRACER_INFLUENCE = [1 / 12, 1 / 3, 0, 1 / 4, 0, 0, 1 / 3, 0, 1 / 4, 1 / 4, 1 / 6, 0]
+
+
+@pytest.mark.parametrize(("dtype", "rel"), [(torch.float32, 1e-6), (torch.float64, 1e-15)])
+def test_circuit_tracer_dag_influence(dtype: torch.dtype, rel: float) -> None:
+    # circuit-tracer tests/test_graph.py::test_small_graph; zeros must be exactly zero.
+    influence = node_influence(circuit_tracer_dag(dtype))
+    assert influence.tolist() == pytest.approx(CIRCUIT_TRACER_INFLUENCE, rel=rel, abs=0.0)
+
+
+def test_circuit_tracer_dag_pruning() -> None:
+    graph = circuit_tracer_dag(torch.float64)
+    # Edges: 11←1, 11←3, 11←6, 11←8, 3←0, 3←1, 3←6, 1←9, 1←10, 0←9.
+    # Influence ranks (twelfths) 4, 4, 3, 3, 3, 2, 1 of 20: 0.8 is reached at 1/4, so f0 (1/12)
+    # goes with 3←0 and 0←9, as upstream's pruned_adjacency_matrix.
+    result = prune_graph(graph, node_threshold=0.8, edge_threshold=0.98)
+    node_kept = [False, True, False, True, False, False, True, False, True, True, True, True]
+    assert result.node_mask.tolist() == node_kept
+    assert result.edge_mask.tolist() == [True, True, True, True, False, True, True, True, True, False]
+
+    # Upstream's post_pruning_edge_matrix: edge influence Â'·(I' + w) of the pruned graph.
+    targets, sources = graph.edge_targets, graph.edge_sources
+    alive = result.node_mask[targets] & result.node_mask[sources]
+    normalized = normalized_abs_weights(targets, torch.where(alive, graph.edge_weights, 0.0), graph.n_nodes)
+    weights = logit_weights(graph, torch.float64)
+    reach = propagate_influence(weights, targets, sources, normalized) + weights
+    edge_influence = (normalized * reach[targets]).tolist()
+    assert edge_influence == pytest.approx([1 / 4] * 4 + [0, 1 / 8, 1 / 8, 3 / 16, 3 / 16, 0], abs=1e-15)
+
+    # Edge scores 1/4 x4, 3/16 x2, 1/8 x2 of 13/8: 0.7 is reached at the first 3/16; both tied
+    # token edges stay, f3 loses its inputs and goes, taking 11←3 with it.
+    tied = prune_graph(graph, node_threshold=0.8, edge_threshold=0.7)
+    assert tied.edge_mask.tolist() == [True, False, True, True, False, False, False, True, True, False]
+    assert tied.node_mask.tolist() == [False, True] + [False] * 4 + [True, False] + [True] * 4
 
 
 def test_cycle_is_reported() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from tests.graph import dense_reference
-from tests.graph.factory import dense_adjacency, hand_built_graph, random_graph
+from tests.graph.factory import circuit_tracer_dag, dense_adjacency, hand_built_graph, random_graph
 from tracewire.graph.pruning import prune_graph
 from tracewire.graph.scores import ScoreContext, Scores, graph_scores, subgraph_scores
 
@@ -25,6 +27,24 @@ def test_hand_built_subgraph_folds_outgoing_edges_into_error() -> None:
     # Â(target) = f0 3/8, err 5/8; I: f0 .1875, err .3125, tok0 .1875.
     assert scores.replacement == pytest.approx(0.1875 / 0.5)
     assert scores.completeness == pytest.approx((0.5 * 3 / 8 + 0.6875) / 1.1875)
+
+
+def test_circuit_tracer_dag_scores_and_zero_errors() -> None:
+    graph = circuit_tracer_dag(torch.float64)
+    scores = graph_scores(graph)
+    # Influence (twelfths): tokens 3 + 2, errors err(0,1) 4 + err(1,1) 3 -> replacement 5/12.
+    assert scores.replacement == pytest.approx(5 / 12, rel=1e-12)
+    # Error shares: target 2/4 (I + w = 1), f3 1/3 (I = 1/4); sum (1 - share)(I + w) = 25/12 of 32/12.
+    assert scores.completeness == pytest.approx(25 / 32, rel=1e-12)
+
+    from_error = (graph.edge_sources >= graph.error_offset) & (graph.edge_sources < graph.token_offset)
+    no_errors = replace(
+        graph,
+        edge_targets=graph.edge_targets[~from_error],
+        edge_sources=graph.edge_sources[~from_error],
+        edge_weights=graph.edge_weights[~from_error],
+    )
+    assert graph_scores(no_errors) == Scores(replacement=1.0, completeness=1.0)
 
 
 def test_folding_sums_signed_weights() -> None:

@@ -79,5 +79,11 @@ from tracewire.cli.serve import serve_command  # noqa: E402
 app.command("serve")(serve_command)
 
 
+from tracewire.cli.graph import prune_command, scores_command  # noqa: E402
+
+app.command("prune")(prune_command)
+app.command("scores")(scores_command)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

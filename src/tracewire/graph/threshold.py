@@ -17,7 +17,10 @@ Edge scores can number in the tens of millions, so a full sort is the last resor
    step 3 disagree with the bucket's own at the last digit.
 
 ``fraction >= 1`` returns the smallest positive score (what the definition gives in exact
-arithmetic), so a threshold of 1 keeps every score that carries any mass.
+arithmetic), so a threshold of 1 keeps every score that carries any mass. So does a fraction just
+below 1 that the rounded cumulative sum never reaches: the reference would return its last,
+smallest score there (0 when there are zeros) and keep everything, more than a threshold of 1
+keeps, which breaks monotonicity in the fraction.
 
 Sums are accumulated in float64 whatever the scores' dtype, so long float32 cumulative sums do not
 drift; on float64 input the result is the reference's exactly.
@@ -61,7 +64,7 @@ def find_threshold(scores: torch.Tensor, fraction: float) -> torch.Tensor:
             return found
     ranked = torch.sort(flat, descending=True).values
     found = _pick(ranked, 0.0, total, fraction)
-    return found if found is not None else ranked[-1]
+    return found if found is not None else ranked[ranked > 0][-1]
 
 
 def _pick(ranked: torch.Tensor, mass_above: float, total: float, fraction: float) -> torch.Tensor | None:
