@@ -56,8 +56,9 @@ def corpus_build(
         raise typer.BadParameter(f"model {model!r} has no BOS token to separate documents with")
     sources = select_sources(source or None) if (source or not local) else []
     sources += [local_source(p) for p in local or []]
+    out = out or default_corpus_dir(model)
     manifest = build_corpus(
-        out or default_corpus_dir(model), tokenizer=loaded.tokenizer, bos_token_id=loaded.bos_token_id,
+        out, tokenizer=loaded.tokenizer, bos_token_id=loaded.bos_token_id,
         model_name=model, sources=sources, tokens=tokens, raw_dir=raw_dir, seed=seed, fetch=not offline,
     )  # fmt: skip
     for s in manifest["sources"]:
