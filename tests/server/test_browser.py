@@ -330,7 +330,11 @@ def test_zoom_pan_then_click_and_pin_with_the_keyboard(page: Any, site: dict[str
     page.wait_for_function(
         "(id) => document.querySelector('.node-facts')?.textContent.startsWith(id)", arg=node_id
     )
+    # "p" toggles the pin of the clicked node (the demo may hold pins saved by another test)
+    was_pinned = page.evaluate("(id) => window.tracewire.explorer.state.isPinned(id)", node_id)
     page.keyboard.press("p")
-    page.wait_for_function("() => document.querySelectorAll('#subgraph-items li').length === 1")
+    page.wait_for_function(
+        "([id, was]) => window.tracewire.explorer.state.isPinned(id) === !was", arg=[node_id, was_pinned]
+    )
     page.keyboard.press("Escape")
     assert page.evaluate("() => window.tracewire.explorer.selected") == -1

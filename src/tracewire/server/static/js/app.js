@@ -13,6 +13,10 @@ import { SteeringPanel } from "./steering.js";
 import { SubgraphPanel } from "./subgraph.js";
 
 const $ = (id) => document.getElementById(id);
+// Beyond this many links a graph opens showing only the strongest DEFAULT_LINK_LIMIT (a wall of
+// hundreds of thousands of overlapping lines shows nothing); the "links" menu changes it.
+const DEFAULT_ALL_LINKS_UP_TO = 120000;
+const DEFAULT_LINK_LIMIT = 20000;
 
 class Explorer {
   constructor() {
@@ -157,6 +161,11 @@ class Explorer {
     download.href = data.origin === "server" ? api.documentUrl(data.slug, this.serverQuery()) : "#";
     download.setAttribute("download", `${data.slug}.json`);
 
+    const limitSelect = $("link-limit");
+    if (this.state.linkLimit === null && !keepState && data.nLinks > DEFAULT_ALL_LINKS_UP_TO) this.state.linkLimit = DEFAULT_LINK_LIMIT;
+    limitSelect.value = this.state.linkLimit === null ? "all" : String(this.state.linkLimit);
+    if (!limitSelect.value) { limitSelect.value = "all"; this.state.linkLimit = null; } // not an offered choice
+    this.renderer.linkLimit = this.state.linkLimit ?? Infinity;
     this.renderer.setGraph(data, this.visibleMask());
     this.renderer.setFocus({ pinned: this.pinnedIndices(), selected: -1, hovered: -1 });
     const canSteer = this.info.steering && data.origin === "server";
@@ -311,6 +320,11 @@ class Explorer {
       if (data && data.origin === "server" && data.kind === "tracewire") {
         this.openServerGraph(data.slug, { nodeThreshold: Math.max(Number(slider.value), data.settings.node_threshold || 0), keepState: true });
       }
+    });
+    $("link-limit").addEventListener("change", (event) => {
+      this.state.linkLimit = event.target.value === "all" ? null : Number(event.target.value);
+      this.renderer.setLinkLimit(this.state.linkLimit ?? Infinity);
+      if (this.data) this.updateSummary();
     });
     $("hide-errors").addEventListener("change", () => {
       if (!this.data) return;

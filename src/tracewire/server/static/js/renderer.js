@@ -50,7 +50,23 @@ export class Renderer {
       levels[e] = level + (data.linkWeight[e] < 0 ? WIDTH_LEVELS : 0);
     }
     this.linkBucket = levels;
+    this.linkOrder = null;
     this.refresh({ relayout: true });
+  }
+
+  /** Draw at most `limit` links, the strongest by |weight| (Infinity: all). */
+  setLinkLimit(limit) {
+    this.linkLimit = limit;
+    this.refresh();
+  }
+
+  /** Link ids by decreasing |weight| (computed on first use, once per graph). */
+  strongestFirst() {
+    if (!this.linkOrder) {
+      const w = this.data.linkWeight;
+      this.linkOrder = Int32Array.from({ length: w.length }, (_, e) => e).sort((a, b) => Math.abs(w[b]) - Math.abs(w[a]));
+    }
+    return this.linkOrder;
   }
 
   setVisible(visible) {
@@ -110,18 +126,21 @@ export class Renderer {
     const shown = [];
     let count = 0;
     for (let b = 0; b < 2 * WIDTH_LEVELS; b++) shown.push([]);
-    for (let e = 0; e < data.nLinks; e++) {
+    const limit = this.linkLimit ?? Infinity;
+    const order = limit < data.nLinks ? this.strongestFirst() : null;
+    for (let j = 0; j < data.nLinks && count < limit; j++) {
+      const e = order ? order[j] : j;
       const s = data.linkSource[e], t = data.linkTarget[e];
       if (!visible[s] || !visible[t]) continue;
       shown[this.linkBucket[e]].push(e);
       count++;
     }
     this.visibleLinks = count;
-    const baseAlpha = Math.min(0.55, Math.max(0.07, 7 / Math.sqrt(Math.max(count, 1))));
+    const baseAlpha = Math.min(0.55, Math.max(0.02, 7 / Math.sqrt(Math.max(count, 1))));
     const { x, y } = layout;
     const hairline = 1 / (k * this.dpr); // Skia rasterises 1-device-pixel lines on a fast path
     for (let level = 0; level < WIDTH_LEVELS; level++) {
-      for (const sign of [0, 1]) {
+      for (const sign of [1, 0]) { // positive links on top of negative ones
         const links = shown[level + sign * WIDTH_LEVELS];
         if (!links.length) continue;
         ctx.strokeStyle = `rgba(${sign ? COLORS.neg : COLORS.pos},${Math.min(0.9, baseAlpha * (1 + level * 0.8))})`;

@@ -1,7 +1,7 @@
 // What the user has done to a graph: pins, supernodes, custom node labels, the clicked node,
 // the pruning slider and error-node switch. It round-trips through the graph JSON's `qParams`
 // (Neuronpedia / attribution-graph names: pinnedIds, supernodes = [[label, id, ...]], clickedId,
-// linkType, sg_pos; tracewire adds nodeLabels, pruningThreshold and hideErrors). Keys written by
+// linkType, sg_pos; tracewire adds nodeLabels, pruningThreshold, hideErrors and linkLimit). Keys written by
 // other frontends are kept as they came.
 
 export class ExplorerState {
@@ -12,6 +12,7 @@ export class ExplorerState {
     this.clickedId = "";
     this.threshold = null;     // pruning slider value (null: the graph's own)
     this.hideErrors = false;
+    this.linkLimit = null;     // draw only this many strongest links (null: all)
     this.extra = {};           // qParams keys this UI does not use
     this.listeners = new Set();
   }
@@ -19,7 +20,7 @@ export class ExplorerState {
   static fromQParams(q, validIds) {
     const state = new ExplorerState();
     const known = (id) => typeof id === "string" && (!validIds || validIds.has(id));
-    const { pinnedIds, supernodes, nodeLabels, clickedId, pruningThreshold, hideErrors, ...extra } = q || {};
+    const { pinnedIds, supernodes, nodeLabels, clickedId, pruningThreshold, hideErrors, linkLimit, ...extra } = q || {};
     const pins = typeof pinnedIds === "string" ? pinnedIds.split(",") : Array.isArray(pinnedIds) ? pinnedIds : [];
     state.pinned = [...new Set(pins.filter(known))];
     if (Array.isArray(supernodes)) {
@@ -36,6 +37,7 @@ export class ExplorerState {
     state.clickedId = known(clickedId) ? clickedId : "";
     state.threshold = typeof pruningThreshold === "number" ? pruningThreshold : null;
     state.hideErrors = hideErrors === true;
+    state.linkLimit = Number.isInteger(linkLimit) && linkLimit >= 0 ? linkLimit : null;
     state.extra = extra;
     return state;
   }
@@ -54,6 +56,7 @@ export class ExplorerState {
       hideErrors: this.hideErrors,
     };
     if (this.threshold !== null) q.pruningThreshold = this.threshold;
+    if (this.linkLimit !== null) q.linkLimit = this.linkLimit;
     return q;
   }
 
