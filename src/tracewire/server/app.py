@@ -57,7 +57,6 @@ def create_app(
         features=features,
         steerer=steerer,
         read_only=read_only,
-        max_body_bytes=max_body_bytes,
     )
 
     @contextlib.asynccontextmanager

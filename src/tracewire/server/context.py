@@ -20,7 +20,6 @@ class ServerContext:
     features: FeatureService | None
     steerer: Steerer | None
     read_only: bool
-    max_body_bytes: int
 
     def file(self, slug: str) -> GraphFile:
         """The graph file of ``slug``, or 404 (the slug is looked up, never joined onto a path)."""
