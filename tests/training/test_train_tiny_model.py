@@ -133,3 +133,14 @@ def test_time_limit_can_finish_with_what_was_trained(tmp_path, corpus):
     )
     assert result.report["steps"] == 1 and result.report["planned_steps"] == 6
     assert load_transcoders(tmp_path).n_layers == 3
+
+
+def test_schedules_follow_the_clock_under_a_time_budget():
+    from tracewire.training.losses import learning_rate, sparsity_coefficient
+
+    config = tiny_config(lr=1.0, decay_frac=0.2, warmup_frac=0.0, sparsity_warmup=0.5, sparsity_coef=2.0)
+    assert learning_rate(config, 10, 100) == 1.0
+    assert learning_rate(config, 10, 100, time_frac=0.9) == pytest.approx(0.5)  # halfway through the decay
+    assert learning_rate(config, 95, 100) == pytest.approx(0.05 / 0.2)
+    assert sparsity_coefficient(config, 9, 100) == pytest.approx(2.0 * 10 / 50)
+    assert sparsity_coefficient(config, 9, 100, time_frac=0.4) == pytest.approx(2.0 * 0.8)

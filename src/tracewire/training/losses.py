@@ -32,23 +32,35 @@ class LossTerms:
     preact: Tensor
 
 
-def sparsity_coefficient(config: TrainConfig, step: int, total_steps: int) -> float:
-    """λ(t): linear ramp from 0 to ``sparsity_coef`` over the first ``sparsity_warmup`` of the run."""
+def sparsity_coefficient(config: TrainConfig, step: int, total_steps: int, time_frac: float = 0.0) -> float:
+    """λ(t): linear ramp from 0 to ``sparsity_coef`` over the first ``sparsity_warmup`` of the run.
+
+    ``time_frac`` (share of a wall-time budget used) advances the ramp when it is ahead of the steps.
+    """
     if config.activation in ("topk", "batchtopk"):
         return 0.0
     ramp_steps = max(1.0, config.sparsity_warmup * total_steps)
-    return config.sparsity_coef * min(1.0, (step + 1) / ramp_steps)
+    progress = max((step + 1) / ramp_steps, time_frac / max(config.sparsity_warmup, 1e-9))
+    return config.sparsity_coef * min(1.0, progress)
 
 
-def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
-    """Linear warm-up, constant, then linear decay to zero over the last ``decay_frac`` of the run."""
+def learning_rate(config: TrainConfig, step: int, total_steps: int, time_frac: float = 0.0) -> float:
+    """Linear warm-up, constant, then linear decay to zero over the last ``decay_frac`` of the run.
+
+    Under a wall-time budget (``time_frac`` = share used) the decay starts when either the steps or
+    the time reach the last ``decay_frac``, so a run cut by the clock still ends on a low rate.
+    """
     warm = max(1, round(config.warmup_frac * total_steps))
     decay_start = total_steps - round(config.decay_frac * total_steps)
     if step < warm:
-        return config.lr * (step + 1) / warm
-    if step >= decay_start and total_steps > decay_start:
-        return config.lr * max(0.0, (total_steps - step) / (total_steps - decay_start))
-    return config.lr
+        lr = config.lr * (step + 1) / warm
+    elif step >= decay_start and total_steps > decay_start:
+        lr = config.lr * max(0.0, (total_steps - step) / (total_steps - decay_start))
+    else:
+        lr = config.lr
+    if config.decay_frac > 0 and time_frac > 1 - config.decay_frac:
+        lr = min(lr, config.lr * max(0.0, (1 - time_frac) / config.decay_frac))
+    return lr
 
 
 def compute_losses(

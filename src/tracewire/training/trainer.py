@@ -243,8 +243,12 @@ def train_transcoders(
         x, y = source.batch(step, rank, world)
         t1 = time.perf_counter()
         xs, ys = module.standardise(x, y)
-        coef = sparsity_coefficient(config, step, total)
-        lr = learning_rate(config, step, total)
+        time_frac = 0.0
+        if time_limit_s and finish_at_time_limit:  # a fixed time budget: schedules follow the clock too
+            used = torch.tensor([(time.perf_counter() - wall_start) / time_limit_s])
+            time_frac = float(distributed.average_(used, world))
+        coef = sparsity_coefficient(config, step, total, time_frac)
+        lr = learning_rate(config, step, total, time_frac)
         for group in optimizer.param_groups:
             group["lr"] = lr
         with _autocast(config.autocast):
