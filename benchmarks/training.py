@@ -11,7 +11,7 @@ Measures, in one process on one machine:
 Usage (defaults = ``fast_default_config()``, the recipe ``tracewire demo`` uses)::
 
     python benchmarks/training.py -o /tmp/bench-fast [--tokens N] [--features F] [--activation A] [--k K]
-        [--kind K] [--bf16] [--model-bf16] [--corpus DIR] [--eval-windows 32]
+        [--kind K] [--bf16|--fp32] [--model-bf16] [--corpus DIR] [--eval-windows 32] [--max-minutes 12]
 
 Writes ``benchmark.json`` next to the transcoders, curves and ``eval.json``/``eval.png``.
 """
@@ -60,7 +60,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--seq-len", type=int, default=None)
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the transcoder step")
+    parser.add_argument(
+        "--bf16", action="store_true", default=None, help="bf16 autocast for the transcoder step"
+    )
+    parser.add_argument("--fp32", dest="bf16", action="store_false", help="fp32 transcoder step")
     parser.add_argument("--model-bf16", action="store_true", help="bf16 autocast for the model forward")
     parser.add_argument("--eval-windows", type=int, default=32)
     parser.add_argument("--resume", action="store_true")
@@ -82,7 +85,9 @@ def main() -> None:
         changes["k"] = None
     if args.k is not None:
         changes["k"] = args.k
-    config = fast_default_config().replace(**changes, autocast=args.bf16, model_autocast=args.model_bf16)
+    if args.bf16 is not None:
+        changes["autocast"] = args.bf16
+    config = fast_default_config().replace(**changes, model_autocast=args.model_bf16)
     loaded = load_model(args.model)
     corpus = TokenCorpus(args.corpus or default_corpus_dir(args.model))
     bare = bare_forward_tokens_per_second(loaded, corpus, config.seq_len, config.batch_windows)
