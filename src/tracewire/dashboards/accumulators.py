@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 WindowFn = Callable[[Tensor, Tensor], Tensor]
+_LAST = torch.iinfo(torch.int64).max  # sorts after every real position
 
 
 class RunningStats:
@@ -141,7 +142,7 @@ class SlotSet:
         feat, score, value, position, local = (
             t.index_select(0, accepted) for t in (feat, score, value, position, local)
         )
-        # Order by (feature ascending, score descending); ties keep event order (stable sorts).
+        # Order by (feature ascending, score descending); ties keep event order, i.e. position order.
         order = torch.argsort(score, descending=True, stable=True)
         order = order[torch.argsort(feat[order], stable=True)]
         feat, score, value, position, local = (
@@ -157,8 +158,16 @@ class SlotSet:
         cand_event = torch.zeros(u, k, dtype=torch.int64, device=device)
         cand_score[row_of[sel], rank[sel]] = score[sel]
         cand_event[row_of[sel], rank[sel]] = sel
+        # The k best of [current | candidates] by (score descending, position ascending): a total
+        # order, so which of two equal scores is kept never depends on how the stream was batched.
         merged = torch.cat([self.score[rows], cand_score], dim=1)  # [u, 2k]
-        chosen = merged.topk(k, dim=1).indices
+        cand_position = torch.where(torch.isfinite(cand_score), position[cand_event], _LAST)
+        merged_position = torch.cat(
+            [self.position[rows].masked_fill(self.position[rows] < 0, _LAST), cand_position], dim=1
+        )
+        by_position = torch.argsort(merged_position, dim=1, stable=True)
+        by_score = torch.argsort(merged.gather(1, by_position), dim=1, descending=True, stable=True)
+        chosen = by_position.gather(1, by_score)[:, :k]
         kept = torch.zeros_like(merged, dtype=torch.bool).scatter_(1, chosen, True)
         evicted = ~kept[:, :k]  # current slots to overwrite ...
         incoming = kept[:, k:] & torch.isfinite(cand_score)  # ... by these candidates, matched in rank order
@@ -177,8 +186,11 @@ class SlotSet:
         self.floor[rows] = self.score[rows].min(dim=1).values
 
     def sorted(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(score, value, position, window) with each row's slots by decreasing score (empty last)."""
-        order = torch.argsort(self.score, dim=1, descending=True, stable=True)
+        """(score, value, position, window), each row's slots by decreasing score, then increasing
+        position (empty slots last)."""
+        by_position = torch.argsort(self.position.masked_fill(self.position < 0, _LAST), dim=1, stable=True)
+        by_score = torch.argsort(self.score.gather(1, by_position), dim=1, descending=True, stable=True)
+        order = by_position.gather(1, by_score)
         window = self.window.gather(1, order[:, :, None].expand(-1, -1, self.width))
         return (
             self.score.gather(1, order),
