@@ -74,7 +74,9 @@ def test_cards_match_the_reference(built_store: Path, reference, corpus, layer: 
             for example in top:
                 check_example(example, token, firing_positions, corpus, acts[layer][..., k], seq, width)
             # Quantile groups: the right activations in each, drawn from the firing events.
-            check_quantile_groups(card, values, firing_positions, corpus, acts[layer][..., k], seq, width, token)
+            check_quantile_groups(
+                card, values, firing_positions, corpus, acts[layer][..., k], seq, width, token
+            )
             assert card.top_logits[0][0] == corpus.text_of([LOGIT_OF[layer][k]])
 
 
@@ -100,7 +102,9 @@ def assert_percentile(values: torch.Tensor, value: float, fraction: float, toler
     assert below <= fraction * len(values) <= at_most, (value, fraction, values.sort().values.tolist())
 
 
-def check_quantile_groups(card: FeatureCard, values, firing_positions, corpus, feature_acts, seq, width, token):
+def check_quantile_groups(
+    card: FeatureCard, values, firing_positions, corpus, feature_acts, seq, width, token
+):
     n_q = CONFIG.n_quantiles
     groups = card.groups[1:]
     assert len(groups) == n_q
@@ -230,7 +234,9 @@ def test_feature_list_parsing_and_errors():
         FeatureSelection.parse("5:1").validate(N_LAYERS, VOCAB)
     with pytest.raises(SelectionError, match="out of range"):
         FeatureSelection.parse("0:96").validate(N_LAYERS, VOCAB)
-    assert parse_range("2-4", "--layers") == range(2, 5) and parse_range("0:8", "--feature-range") == range(0, 8)
+    assert parse_range("2-4", "--layers") == range(2, 5) and parse_range("0:8", "--feature-range") == range(
+        0, 8
+    )
     with pytest.raises(SelectionError, match="--layers"):
         parse_range("4-2", "--layers")
 
@@ -239,5 +245,7 @@ def test_tokens_are_drawn_from_the_corpus_windows_in_order(built_store: Path, re
     ids, _ = reference
     with FeatureStore(built_store, readonly=True) as store:
         build_info = store.meta["build"]
-    assert build_info["windows"] == ids.shape[0] and build_info["tokens"] == ids.shape[0] * (CONFIG.seq_len - 1)
+    assert build_info["windows"] == ids.shape[0] and build_info["tokens"] == ids.shape[0] * (
+        CONFIG.seq_len - 1
+    )
     assert np.all(ids[:, 0].numpy() == 0)  # every window starts with BOS, which is never counted
