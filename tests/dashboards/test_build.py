@@ -203,7 +203,7 @@ def test_jobs_split_by_layer_and_feature_range_add_up(token_setup, corpus, built
 def test_a_store_refuses_cards_of_another_build(token_setup, corpus, built_store: Path, tmp_path: Path):
     path = tmp_path / "copy.sqlite"
     shutil.copy(built_store, path)
-    with pytest.raises(FeatureStoreError, match="another build.*seq_len"):
+    with pytest.raises(FeatureStoreError, match=r"another build.*seq_len"):
         build(token_setup, corpus, path, config=CONFIG.__class__(**{**CONFIG.to_dict(), "seq_len": 48}))
 
 

@@ -16,6 +16,7 @@ import sqlite3
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,8 +47,10 @@ def record(i: int) -> FeatureRecord:
     )  # fmt: skip
 
 
-def writer(path: str, half: mp.synchronize.Event, read_half: mp.synchronize.Event,
-           in_txn: mp.synchronize.Event, read_in_txn: mp.synchronize.Event, errors: mp.Queue) -> None:  # fmt: skip
+Event = Any  # multiprocessing events (their class lives in a private module)
+
+
+def writer(path: str, half: Event, read_half: Event, in_txn: Event, read_in_txn: Event, errors: Any) -> None:
     try:
         store = FeatureStore(path)
         store.check_build({"test": True})
@@ -80,8 +83,7 @@ def check(card, i: int) -> None:
     assert all(e.acts == [float(i)] * WIDTH and e.tokens == [f"t{i % 10}"] * WIDTH for e in card.top_examples)
 
 
-def reader(path: str, half: mp.synchronize.Event, read_half: mp.synchronize.Event,
-           in_txn: mp.synchronize.Event, read_in_txn: mp.synchronize.Event, results: mp.Queue) -> None:  # fmt: skip
+def reader(path: str, half: Event, read_half: Event, in_txn: Event, read_in_txn: Event, results: Any) -> None:
     try:
         if not half.wait(60):
             raise TimeoutError("the writer never wrote the first half")
@@ -112,8 +114,8 @@ def test_reader_queries_cards_while_a_writer_adds_features(tmp_path: Path):
     context = mp.get_context("spawn")
     path = str(tmp_path / "concurrent.sqlite")
     events = [context.Event() for _ in range(4)]
-    results: mp.Queue = context.Queue()
-    errors: mp.Queue = context.Queue()
+    results = context.Queue()
+    errors = context.Queue()
     processes = [
         context.Process(target=writer, args=(path, *events, errors)),
         context.Process(target=reader, args=(path, *events, results)),

@@ -44,13 +44,13 @@ def test_files_that_are_not_stores_give_clear_errors(tmp_path: Path):
         FeatureStore(tmp_path / "missing.sqlite", readonly=True)
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"not a database at all" * 100)
-    with pytest.raises(FeatureStoreError, match="junk.sqlite"):
+    with pytest.raises(FeatureStoreError, match=r"junk\.sqlite"):
         FeatureStore(junk, readonly=True)
     other = tmp_path / "other.sqlite"
     db = sqlite3.connect(other)
     db.execute("CREATE TABLE t (x)")
     db.close()
-    with pytest.raises(FeatureStoreError, match="not a tracewire feature store.*'t'"):
+    with pytest.raises(FeatureStoreError, match=r"not a tracewire feature store.*'t'"):
         FeatureStore(other)
 
 
