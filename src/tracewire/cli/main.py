@@ -85,5 +85,11 @@ app.command("prune")(prune_command)
 app.command("scores")(scores_command)
 
 
+from tracewire.cli.dashboards import dashboards_app, feature_command  # noqa: E402
+
+app.add_typer(dashboards_app, name="dashboards")
+app.command("feature")(feature_command)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
