@@ -47,12 +47,6 @@ def models() -> None:
     typer.echo("embedded aliases: " + ", ".join(EMBEDDED_ALIASES))
 
 
-@app.command()
-def demo() -> None:
-    """Placeholder for the end-to-end demo (train transcoders, attribute, serve the UI)."""
-    typer.echo("`tracewire demo` is not built yet (see the issue tracker).")
-    raise typer.Exit(code=2)
-
 
 # -- subcommands from their own modules (imports are light: heavy ones happen inside) ---------
 from tracewire.cli.attribute import attribute_command, estimate_command  # noqa: E402
@@ -83,6 +77,10 @@ from tracewire.cli.graph import prune_command, scores_command  # noqa: E402
 
 app.command("prune")(prune_command)
 app.command("scores")(scores_command)
+
+from tracewire.cli.demo import demo_command  # noqa: E402
+
+app.command("demo")(demo_command)
 
 
 from tracewire.cli.dashboards import dashboards_app, feature_command  # noqa: E402
