@@ -264,7 +264,8 @@ def _faithfulness(
     report.save_json(path)
     summary: dict[str, Any] = {}
     for name, groups in report.summary.items():
-        overall: dict[str, Any] = groups.get("all") or next((v for k, v in groups.items() if k != "compared_with"), {})
+        others = (v for k, v in groups.items() if k != "compared_with")
+        overall: dict[str, Any] = groups.get("all") or next(others, {})
         summary[name] = {
             "correlation": overall.get("correlation"),
             "mean_abs_error": overall.get("mean_abs_error"),
