@@ -128,7 +128,16 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> dict[str, Any]
 
     t = time.perf_counter()
     store_path = out / "features.sqlite"
-    labels = _dashboards(loaded, transcoders, tc_dir, corpus_dir, list(graphs.values()), store_path, settings)
+    labels = _dashboards(
+        loaded,
+        transcoders,
+        tc_dir,
+        corpus_dir,
+        list(graphs.values()),
+        store_path,
+        settings,
+        progress=progress,
+    )
     timings["dashboards"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -225,21 +234,24 @@ def _dashboards(
     graphs: list[Any],
     store_path: Path,
     settings: DemoSettings,
-) -> dict[tuple[int, int], str] | None:
-    """Build cards for the graphs' features; return their labels (None if dashboards are unavailable)."""
-    try:
-        from tracewire.dashboards import FeatureStore, build_dashboards
-    except ImportError:  # pragma: no cover - dashboards are part of the package
-        log.warning("tracewire.dashboards is not available: graphs are exported without labels")
-        return None
+    *,
+    progress: bool = True,
+) -> dict[tuple[int, int], str]:
+    """Build cards for the graphs' features; return their labels (user labels win over auto ones)."""
+    from tracewire.corpus import TokenCorpus
+    from tracewire.dashboards import DashboardConfig, FeatureSelection, FeatureStore, build_feature_store
+
     wanted = sorted({(int(layer), int(feat)) for g in graphs for layer, _, feat in g.features.tolist()})
-    build_dashboards(
+    config = DashboardConfig(seq_len=64) if settings.fast else DashboardConfig()
+    build_feature_store(
         loaded,
         transcoders,
-        corpus_dir,
+        TokenCorpus(corpus_dir),
         store_path,
-        features=wanted,
         tokens=settings.dashboard_tokens,
+        selection=FeatureSelection.from_pairs(wanted),
+        config=config,
+        progress=progress,
     )
     store = FeatureStore(store_path, readonly=True)
     try:
