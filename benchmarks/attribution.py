@@ -30,7 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 WORK = Path(os.environ.get("TRACEWIRE_BENCH_WORK", Path(tempfile.gettempdir()) / "tracewire-bench"))
 ANCHOR = Path(os.environ.get("TRACEWIRE_ANCHOR", HERE.parent.parent / "shared" / "anchor"))
-BUDGET = {16: 2048, 64: 512, 256: 512, 512: 512, 1024: 256, 4096: 128}
+BUDGET = {16: 2048, 64: 512, 256: 256, 512: 128, 1024: 64, 4096: 16}
 TEXT = (
     "The old lighthouse stood at the edge of the rocky cliff, where the waves crashed against the stones every "
     "night. For many years, the keeper climbed the narrow stairs to light the lamp and guide the fishing boats "
