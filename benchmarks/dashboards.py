@@ -12,7 +12,9 @@ Measures, in one process:
 Usage::
 
     python benchmarks/dashboards.py [--tokens 4096] [--features 4096] [--layers 0-29] [--batch-windows 8]
-        [--bf16] [--corpus DIR] [--keep DIR] [--lookups 300] [--json out.json]
+        [--bf16] [--threads N] [--corpus DIR] [--keep DIR] [--lookups 300] [--json out.json]
+
+On a shared machine, ``--threads 1`` is often faster than two threads fighting other jobs for cores.
 
 The corpus defaults to the model's default corpus (``tracewire corpus build``); without one, a
 small corpus is built from this repository's Markdown files.
@@ -114,6 +116,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch-windows", type=int, default=8)
     parser.add_argument("--bf16", action="store_true", help="model and transcoders in bfloat16")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--corpus", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="write the store here (default: a temp dir)")
     parser.add_argument("--lookups", type=int, default=300)
@@ -121,6 +124,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     dtype = torch.bfloat16 if args.bf16 else torch.float32
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     work = Path(tempfile.mkdtemp(prefix="tracewire-dash-bench-"))
     t0 = time.perf_counter()

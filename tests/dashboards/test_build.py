@@ -249,3 +249,44 @@ def test_tokens_are_drawn_from_the_corpus_windows_in_order(built_store: Path, re
         CONFIG.seq_len - 1
     )
     assert np.all(ids[:, 0].numpy() == 0)  # every window starts with BOS, which is never counted
+
+
+@pytest.mark.parametrize(("kind", "activation"), [("clt", "jumprelu"), ("plt", "topk")])
+def test_other_transcoder_kinds(corpus, tmp_path: Path, kind: str, activation: str):
+    """CLT (logits from the decoder into the feature's own layer) and TopK (needs every encoder row)."""
+    from tests.factories.models import tiny_model
+    from tracewire.dashboards import build_feature_store
+    from tracewire.dashboards.logits import readout_matrix
+    from tracewire.transcoders.synthetic import random_clt, random_plt
+
+    loaded = tiny_model("llama", n_layers=2, d_model=16)
+    make = random_clt if kind == "clt" else random_plt
+    transcoders = make(2, 16, 24, activation=activation, seed=4)
+    selection = FeatureSelection.parse("0:2-5,1:7")
+    build_feature_store(loaded, transcoders, corpus, tmp_path / "s.sqlite", tokens=300, selection=selection,
+                        config=CONFIG, batch_windows=4, progress=False)  # fmt: skip
+    seq = CONFIG.seq_len
+    ids = corpus.batch(range(-(-300 // (seq - 1))), seq)
+    inputs: dict[int, torch.Tensor] = {}
+    handles = [
+        loaded.adapter.layer(loaded.model, layer).mlp.register_forward_pre_hook(
+            lambda _m, args, layer=layer: inputs.__setitem__(layer, args[0])
+        )
+        for layer in range(2)
+    ]
+    loaded.model(ids)
+    for handle in handles:
+        handle.remove()
+    readout = readout_matrix(loaded)
+    with FeatureStore(tmp_path / "s.sqlite", readonly=True) as store:
+        assert store.features() == [(0, 2), (0, 3), (0, 4), (0, 5), (1, 7)]
+        for layer, feature in store.features():
+            card = store.card(layer, feature)
+            assert card is not None
+            acts = transcoders.encode(layer, inputs[layer])[:, 1:, feature]  # all features, then one
+            assert card.activation_count == int((acts > 0).sum())
+            if card.activation_count:
+                assert card.act_max == pytest.approx(float(acts.max()))
+            logits = transcoders.decoder_vectors(layer, torch.tensor([feature]))[0, 0] @ readout
+            expected = [corpus.text_of([int(t)]) for t in logits.topk(CONFIG.n_logits).indices]
+            assert [token for token, _ in card.top_logits] == expected

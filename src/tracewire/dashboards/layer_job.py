@@ -74,7 +74,8 @@ class LayerJob:
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
-        """Activations ``[N, n_selected]`` (float32) of the selected features for ``x [N, d_model]``."""
+        """Activations ``[N, n_selected]`` of the selected features for ``x [N, d_model]``, in the
+        transcoders' dtype (the few values kept are converted to float32 by the caller)."""
         if self._topk:
             acts = self._ts.encode(self.layer, x)
             acts = acts if self._whole else acts[:, self._ids_device]
@@ -84,7 +85,7 @@ class LayerJob:
                 acts.relu_()
             else:
                 acts.masked_fill_(acts <= self._threshold, 0)
-        return acts.float()
+        return acts
 
     @torch.no_grad()
     def process(self, x: Tensor, first_position: int) -> int:
@@ -98,7 +99,7 @@ class LayerJob:
         acts.view(batch, seq, -1)[:, 0] = 0  # the BOS: an attention sink, never explained
         flat = acts.view(-1)
         where = (flat > 0).nonzero().squeeze(1)
-        value = flat.index_select(0, where)
+        value = flat.index_select(0, where).float()
         local, feat = where // self.n, where % self.n
         self.stats.update(feat, value)
         position = local + first_position
@@ -108,7 +109,7 @@ class LayerJob:
         def window_of(rows: Tensor, features: Tensor) -> Tensor:
             p = rows % seq
             start = (p - before).clamp(min=1, max=seq - width)
-            return flat.take(((rows - p + start) * self.n + features)[:, None] + offsets)
+            return flat.take(((rows - p + start) * self.n + features)[:, None] + offsets).float()
 
         self.top.offer(feat, value, value, position, window_of, local)
         keys = reservoir_keys(position, self._ids_device[feat], self.layer, self.config.seed)
