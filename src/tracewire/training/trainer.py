@@ -175,13 +175,13 @@ def train_transcoders(
     rank, world = distributed.setup()
     out = Path(out_dir).expanduser()
     ckpt_dir = out / CHECKPOINT_DIR
+    if not resume and (out / "config.yaml").exists():  # checked on every rank, so all of them stop
+        raise ValueError(
+            f"{out} already holds a transcoder set (config.yaml); train into a new directory, "
+            "or pass resume=True (--resume) to continue the run that wrote it"
+        )
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        if not resume and (out / "config.yaml").exists():
-            raise ValueError(
-                f"{out} already holds a transcoder set (config.yaml); train into a new directory, "
-                "or pass resume=True (--resume) to continue the run that wrote it"
-            )
     generator = torch.Generator().manual_seed(config.seed)
     module = TrainableTranscoders(config, source.n_layers, source.d_model, generator)
     module.train()
