@@ -56,7 +56,7 @@ class TrainConfig:
     eval_windows: int = 32
     checkpoint_every: int = 100
     log_every: int = 10
-    dead_rate: float = 1e-6
+    dead_tokens: int = 100_000
     ema_decay: float = 0.99
     seed: int = 0
 
@@ -86,6 +86,11 @@ class TrainConfig:
     def set_kind(self) -> str:
         """The ``TranscoderConfig.kind`` of the exported set (``plt`` | ``clt``)."""
         return "clt" if self.kind == "clt" else "plt"
+
+    @property
+    def dead_window_steps(self) -> int:
+        """A feature is dead when it has not fired in this many steps (``dead_tokens`` worth)."""
+        return max(1, -(-self.dead_tokens // self.tokens_per_step))
 
     @property
     def tokens_per_step(self) -> int:

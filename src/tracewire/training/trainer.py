@@ -188,7 +188,9 @@ def train_transcoders(
     param_names = [name for name, _ in module.named_parameters()]
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
     L, F = source.n_layers, config.features
-    fire_ema = torch.zeros(L, F)
+    fire_ema = torch.zeros(L, F)  # firing rate per feature, EMA over steps
+    last_fired = torch.full((L, F), -1, dtype=torch.int64)  # last step in which each feature fired
+    window = config.dead_window_steps
     curves: list[dict[str, Any]] = []
     start_step = 0
     elapsed = {"activations": 0.0, "train": 0.0}
@@ -200,6 +202,7 @@ def train_transcoders(
         )
         load_optimizer_tensors(optimizer, param_names, checkpoint.tensors)
         fire_ema = checkpoint.tensors["fire_ema"].clone()
+        last_fired = checkpoint.tensors["last_fired"].clone()
         restore_rng(checkpoint.tensors)
         start_step = checkpoint.step
         curves = list(checkpoint.state.get("curves", []))
@@ -225,6 +228,7 @@ def train_transcoders(
             tensors.update(optimizer_tensors(optimizer, param_names))
             tensors.update(rng_tensors())
             tensors["fire_ema"] = fire_ema
+            tensors["last_fired"] = last_fired
             state = {
                 "config": config.to_dict(),
                 "next_step": step,
@@ -264,6 +268,7 @@ def train_transcoders(
                 distributed.average_(module.batchtopk_threshold, world)
             fired = distributed.average_((acts != 0).float().mean(1), world)
             fire_ema.mul_(config.ema_decay).add_((1 - config.ema_decay) * fired)
+            last_fired[fired > 0] = step
         t2 = time.perf_counter()
         elapsed["activations"] += t1 - t0
         elapsed["train"] += t2 - t1
@@ -281,7 +286,7 @@ def train_transcoders(
                 "mse": float(stats[1]),
                 "nmse": float(stats[2]),
                 "l0": float(stats[3]),
-                "dead_frac": float((fire_ema < config.dead_rate).float().mean()),
+                "dead_frac": float((done - 1 - last_fired >= window).float().mean()),
                 "sparsity": float(terms.sparsity.detach()),
                 "sparsity_coef": coef,
                 "lr": lr,
@@ -312,7 +317,17 @@ def train_transcoders(
                 log.info("time limit reached after step %d of %d: exporting what was trained", done, total)
                 bar.close()
                 return _finish(
-                    config, source, module, fire_ema, curves, elapsed, out, rank, world, model_name, done
+                    config,
+                    source,
+                    module,
+                    (last_fired, fire_ema),
+                    curves,
+                    elapsed,
+                    out,
+                    rank,
+                    world,
+                    model_name,
+                    done,
                 )
             if done % config.checkpoint_every:
                 save(done)
@@ -323,14 +338,16 @@ def train_transcoders(
             report = {"stopped_at": done, "steps": total, "config": config.to_dict()}
             return TrainResult(module.export(model_name=model_name), module, report, curves, out)
     bar.close()
-    return _finish(config, source, module, fire_ema, curves, elapsed, out, rank, world, model_name, total)
+    return _finish(
+        config, source, module, (last_fired, fire_ema), curves, elapsed, out, rank, world, model_name, total
+    )
 
 
 def _finish(
     config: TrainConfig,
     source: ActivationSource,
     module: TrainableTranscoders,
-    fire_ema: Tensor,
+    firing: tuple[Tensor, Tensor],
     curves: list[dict[str, Any]],
     elapsed: dict[str, float],
     out: Path,
@@ -354,7 +371,9 @@ def _finish(
     if rank == 0:
         x, y = source.eval_batch()
         report["eval"] = evaluate_module(module, x, y)
-        dead = (fire_ema < config.dead_rate).float().mean(1)
+        last_fired, fire_ema = firing
+        dead = (steps_done - 1 - last_fired >= config.dead_window_steps).float().mean(1)
+        report["eval"]["firing_rate_mean"] = float(fire_ema.mean())
         report["eval"]["dead_frac_per_layer"] = [round(float(v), 4) for v in dead]
         report["eval"]["dead_frac_mean"] = float(dead.mean())
         save_transcoders(transcoders, out)
