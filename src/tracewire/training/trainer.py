@@ -87,7 +87,7 @@ def estimate_statistics(
     sxy = torch.zeros(L, d, d if fit_skip else 1, dtype=torch.float64)
     count = torch.zeros(1, dtype=torch.float64)
     for step in range(n_batches):
-        x, y = (t.double() for t in source.batch(step, rank, world))
+        x, y = (t.detach().cpu().double() for t in source.batch(step, rank, world))
         sx += x.sum(1)
         sy += y.sum(1)
         syy += y.pow(2).sum(1)
@@ -184,6 +184,7 @@ def train_transcoders(
         out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(config.seed)
     module = TrainableTranscoders(config, source.n_layers, source.d_model, generator)
+    device = distributed.device()
     module.train()
     param_names = [name for name, _ in module.named_parameters()]
     optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
@@ -220,6 +221,12 @@ def train_transcoders(
                 module.W_skip.copy_(skip)
         elapsed["activations"] += time.perf_counter() - t0
 
+    module.to(device)
+    if checkpoint is not None:  # Adam moments were read on the CPU
+        for state in optimizer.state.values():
+            for key, value in state.items():
+                if key != "step":
+                    state[key] = value.to(device)
     total = config.total_steps
 
     def save(step: int) -> None:
@@ -244,7 +251,7 @@ def train_transcoders(
                disable=(rank != 0 or not progress) or None)  # fmt: skip
     for step in range(start_step, total):
         t0 = time.perf_counter()
-        x, y = source.batch(step, rank, world)
+        x, y = (t.to(device) for t in source.batch(step, rank, world))
         t1 = time.perf_counter()
         xs, ys = module.standardise(x, y)
         time_frac = 0.0
@@ -266,7 +273,7 @@ def train_transcoders(
         with torch.no_grad():
             if config.activation == "batchtopk":
                 distributed.average_(module.batchtopk_threshold, world)
-            fired = distributed.average_((acts != 0).float().mean(1), world)
+            fired = distributed.average_((acts != 0).float().mean(1), world).cpu()
             fire_ema.mul_(config.ema_decay).add_((1 - config.ema_decay) * fired)
             last_fired[fired > 0] = step
         t2 = time.perf_counter()
@@ -369,7 +376,8 @@ def _finish(
     train_seconds = sum(elapsed.values())
     report["tokens_per_second"] = round(report["tokens"] / train_seconds, 1) if train_seconds > 0 else None
     if rank == 0:
-        x, y = source.eval_batch()
+        device = module.b_dec.device
+        x, y = (t.to(device) for t in source.eval_batch())
         report["eval"] = evaluate_module(module, x, y)
         last_fired, fire_ema = firing
         dead = (steps_done - 1 - last_fired >= config.dead_window_steps).float().mean(1)
