@@ -173,13 +173,14 @@ def evaluate_transcoders(
         recon = ts.reconstruct(xs, acts)
         for layer in range(L):
             yl = y[layer].double()
-            err[layer] += (recon[layer].double() - yl).pow(2).sum()
-            sq[layer] += yl.pow(2).sum()
-            s[layer] += yl.sum(0)
-            active[layer] += (acts[layer] != 0).sum()
+            err[layer] += (recon[layer].double() - yl).pow(2).sum().cpu()
+            sq[layer] += yl.pow(2).sum().cpu()
+            s[layer] += yl.sum(0).cpu()
+            active[layer] += (acts[layer] != 0).sum().cpu()
         n_tok += x.shape[1]
-        fired = torch.stack([(a != 0).float().mean(0) for a in acts])
+        fired = torch.stack([(a != 0).float().mean(0) for a in acts]).cpu()
         fire_ema = fired if fire_ema is None else ema_decay * fire_ema + (1 - ema_decay) * fired
+        ids = ids.to(loaded.device)
         orig = loaded.model(ids).logits
         with spliced(loaded, ts, "replace"):
             new = loaded.model(ids).logits
