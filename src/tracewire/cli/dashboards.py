@@ -36,7 +36,7 @@ def dashboards_build(
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model alias, folder, .gguf or hub id."),
     transcoders: str = typer.Option(None, "--transcoders", "-t", help="Transcoder folder or hub ref."),
     corpus: Path = typer.Option(None, "--corpus", help="Token corpus (default: the model's default corpus)."),
-    tokens: int = typer.Option(1_000_000, "--tokens", help="Corpus tokens to read (whole windows)."),
+    tokens: int = typer.Option(1_000_000, "--tokens", min=1, help="Corpus tokens to read (whole windows)."),
     features: str = typer.Option(None, "--features", help="Only these features: 'L:F,L:A-B,L:*,L'."),
     graph: list[Path] = typer.Option(
         None, "--graph", help="Only the feature nodes of this graph (repeatable)."
@@ -44,7 +44,7 @@ def dashboards_build(
     layers: str = typer.Option(None, "--layers", help="Split: only layers A-B (inclusive) or A:B."),
     feature_range: str = typer.Option(None, "--feature-range", help="Split: only feature ids A-B or A:B."),
     seq_len: int = typer.Option(128, "--seq-len", help="Corpus window length (BOS included)."),
-    batch_windows: int = typer.Option(16, "--batch-windows", help="Windows per model forward."),
+    batch_windows: int = typer.Option(16, "--batch-windows", min=1, help="Windows per model forward."),
     top: int = typer.Option(16, "--top", help="Top-activating examples per feature."),
     quantiles: int = typer.Option(5, "--quantiles", help="Activation-quantile groups."),
     per_quantile: int = typer.Option(5, "--per-quantile", help="Examples per quantile group."),
@@ -79,10 +79,13 @@ def dashboards_build(
 
     if features and graph:
         raise typer.BadParameter("give --features or --graph, not both")
-    config = DashboardConfig(
-        seq_len=seq_len, n_top=top, n_quantiles=quantiles, per_quantile=per_quantile,
-        context_before=context_before, context_after=context_after, seed=seed,
-    )  # fmt: skip
+    try:
+        config = DashboardConfig(
+            seq_len=seq_len, n_top=top, n_quantiles=quantiles, per_quantile=per_quantile,
+            context_before=context_before, context_after=context_after, seed=seed,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     torch_dtype = parse_dtype(dtype)
     corpus_dir = corpus or default_corpus_dir(model)
     token_corpus = TokenCorpus(corpus_dir)

@@ -44,16 +44,17 @@ def decoder_logits(
     """
     n = min(n, readout.shape[1])
     top_i, top_v, bottom_i, bottom_v = [], [], [], []
-    readout = readout.to(transcoders.device)
+    # In the transcoders' dtype: a bf16 build ranks logits with bf16 matmuls (fp32 accumulation).
+    readout = readout.to(device=transcoders.device, dtype=transcoders.dtype)
     for start in range(0, ids.numel(), chunk):
-        rows = transcoders.decoder_vectors(layer, ids[start : start + chunk])[:, 0, :].float()
+        rows = transcoders.decoder_vectors(layer, ids[start : start + chunk])[:, 0, :]
         logits = rows @ readout
         top = logits.topk(n, dim=1)
         bottom = logits.topk(n, dim=1, largest=False)
         top_i.append(top.indices.cpu())
-        top_v.append(top.values.cpu())
+        top_v.append(top.values.float().cpu())
         bottom_i.append(bottom.indices.cpu())
-        bottom_v.append(bottom.values.cpu())
+        bottom_v.append(bottom.values.float().cpu())
     if not top_i:
         empty_i, empty_v = torch.zeros(0, n, dtype=torch.int64), torch.zeros(0, n)
         return empty_i, empty_v, empty_i, empty_v
