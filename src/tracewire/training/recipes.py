@@ -72,5 +72,12 @@ def train_on_corpus(
         assert isinstance(source, ModelActivations)
         source = CachedActivations(source, cache_dir, source.n_train_windows // config.batch_windows)
     return train_transcoders(
-        config, source, out_dir, resume=resume, model_name=loaded.name, progress=progress
+        config,
+        source,
+        out_dir,
+        resume=resume,
+        model_name=loaded.name,
+        progress=progress,
+        time_limit_s=time_limit_s,
+        finish_at_time_limit=finish_at_time_limit,
     )
