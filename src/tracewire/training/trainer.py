@@ -110,7 +110,9 @@ def estimate_statistics(
     cov_xx = (sxx / n - mu_in[:, :, None] * mu_in[:, None, :]) / s_in[:, None, None] ** 2
     cov_xy = (sxy / n - mu_in[:, :, None] * mu_out[:, None, :]) / (s_in * s_out)[:, None, None]
     eye = torch.eye(d, dtype=torch.float64)
-    solution = torch.linalg.solve(cov_xx + ridge * eye, cov_xy)  # ỹ ≈ x̃ @ solution
+    # One solve per layer: a batched solve runs LAPACK inside torch's parallel_for, and MKL's own
+    # OpenMP team nested in it was seen to spin forever on a loaded 2-core machine.
+    solution = torch.stack([torch.linalg.solve(cov_xx[i] + ridge * eye, cov_xy[i]) for i in range(L)])
     return stats, solution.transpose(1, 2).float().contiguous()
 
 
