@@ -35,8 +35,8 @@ def _available_bytes() -> int:
 
 
 #: Memory the padded decoder blocks may keep between batches (rebuilt per batch beyond it):
-#: a quarter of the memory available at import, at most 8 GiB.
-BLOCK_CACHE_BYTES = min(8 * 2**30, _available_bytes() // 4)
+#: an eighth of the memory available at import, at most 2 GiB (long prompts trade time for memory).
+BLOCK_CACHE_BYTES = min(2 * 2**30, _available_bytes() // 8)
 #: Size of one on-the-fly block when a layer's whole block does not fit the cache.
 BLOCK_CHUNK_BYTES = 256 * 2**20
 

@@ -55,7 +55,7 @@ def attribute(
     max_feature_nodes: int | None = None,
     batch_size: int = 64,
     update_interval: int = 4,
-    max_batch_tokens: int = 16384,
+    max_batch_tokens: int = 4096,
     max_row_feature_edges: int | str | None = "auto",
     progress: bool = True,
     verbose: bool = False,

@@ -83,7 +83,7 @@ def estimate_attribution(
     max_feature_nodes: int | None = None,
     batch_size: int = 64,
     max_n_logits: int = 10,
-    max_batch_tokens: int = 16384,
+    max_batch_tokens: int = 4096,
     active: float | None = None,
 ) -> Estimate:
     """Estimate one ``attribute`` call on a prompt of ``n_tokens`` tokens (BOS included)."""

@@ -17,7 +17,7 @@ from tracewire.replacement.model import ReplacementModel
 from tracewire.replacement.state import FrozenRun, FrozenState
 
 #: Memory the kept replays' activations may hold (approximate, from their site tensors).
-REPLAY_CACHE_BYTES = 3 * 2**30
+REPLAY_CACHE_BYTES = 1 * 2**30
 
 
 class ReplayCache:
