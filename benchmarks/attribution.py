@@ -40,6 +40,8 @@ TEXT = (
     "them long stories about storms, shipwrecks and strange lights that appeared over the water on cold winter "
     "evenings. "
 )
+#: A run whose memory (RSS + swap) passes this is killed (raise it with --memory-limit when the
+#: machine has swap: circuit-tracer's 512-token peak exceeds this box's 24 GiB of RAM).
 RSS_LIMIT_GIB = 21.0
 
 
@@ -57,7 +59,11 @@ def prompt_of(tokenizer, n_tokens: int) -> str:  # type: ignore[no-untyped-def]
 
 
 def watch(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[str, float, float, str]:
-    """Run ``cmd``; return (output, wall seconds, peak RSS GiB of the process tree, status)."""
+    """Run ``cmd``; return (output, wall seconds, peak memory GiB of the process tree, status).
+
+    Memory is resident + swapped-out (``VmRSS + VmSwap``), so a run that only fits with swap is
+    measured at its true footprint, not capped at the machine's RAM.
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     peak = [0.0]
@@ -95,7 +101,7 @@ def _tree_rss_gib(pid: int) -> float:
     for p in pids:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+                if line.startswith(("VmRSS:", "VmSwap:")):
                     total += int(line.split()[1]) * 1024
         except OSError:
             pass
@@ -214,12 +220,16 @@ def edge_parity(ours_path: str, ref_path: str) -> dict:
 
 
 def main() -> None:
+    global RSS_LIMIT_GIB
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", type=int, nargs="*", default=[16, 64, 256, 512, 1024, 4096])
     ap.add_argument("--reference", type=int, nargs="*", default=[16, 64, 512])
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--reference-timeout", type=float, default=900)
+    ap.add_argument("--memory-limit", type=float, default=RSS_LIMIT_GIB, help="GiB (RSS + swap)")
+    ap.add_argument("--out", default=str(HERE / "results" / "attribution.json"))
     args = ap.parse_args()
+    RSS_LIMIT_GIB = args.memory_limit
 
     import torch
 
@@ -259,8 +269,8 @@ def main() -> None:
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
-    out = HERE / "results" / "attribution.json"
-    out.parent.mkdir(exist_ok=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     print(format_table(rows))
 

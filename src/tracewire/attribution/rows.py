@@ -20,9 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.autograd.graph import get_gradient_edge
 
 from tracewire.attribution.components import Components
-from tracewire.attribution.replays import ReplayCache
+from tracewire.attribution.replays import ReplayCache, RetainedReplay
 from tracewire.replacement.model import ReplacementModel
 from tracewire.replacement.state import FrozenState
 
@@ -87,29 +88,33 @@ def compute_rows(
 
     with torch.enable_grad():
         if replays is not None:
-            run = replays.get(length, max(batch, capacity or batch))
+            rep = replays.get(length, max(batch, capacity or batch))
         else:
-            run = rm.replay(state, length=length, batch=batch, stop_after_layer=top)
-        assert run.embeddings is not None
-        objective = run.embeddings.new_zeros((), dtype=torch.float32)
-        vector = request.vector.to(run.embeddings.dtype)
+            rep = RetainedReplay.from_run(rm.replay(state, length=length, batch=batch, stop_after_layer=top))
+        # each target reads its site at its own copy and position: seed the backward there
+        device = rep.embeddings.device
+        vector = request.vector.to(device=device, dtype=rep.embeddings.dtype)
+        pos_all = request.pos.to(device)
+        reads, seeds = [], []
         for layer in sorted(set(layers)):
-            idx = [b for b in range(batch) if layers[b] == layer]
-            rows_t = torch.tensor(idx, device=run.embeddings.device)
-            pos_t = request.pos.to(run.embeddings.device)[rows_t]
-            site = run.final_resid if layer >= n_layers else run.transcoder_inputs[layer]
-            assert site is not None
-            objective = objective + (site[rows_t, pos_t] * vector[rows_t]).float().sum()
+            rows_t = torch.tensor([b for b in range(batch) if layers[b] == layer], device=device)
+            site = rep.final if layer >= n_layers else rep.inputs.get(layer)
+            if site is None:
+                raise RuntimeError(f"the replay has no read-out site for layer {layer}")
+            seed = rep.zeros()
+            seed[rows_t, pos_all[rows_t]] = vector[rows_t]
+            reads.append(site)
+            seeds.append(seed)
         grad_layers = list(range(min(top, n_layers)))
-        copies, replay_len = run.embeddings.shape[0], run.embeddings.shape[1]
-        inputs = [run.embeddings, *(run.outputs[layer] for layer in grad_layers)]
-        grads = torch.autograd.grad(objective, inputs, allow_unused=True, retain_graph=replays is not None)
-    grad_emb = _or_zeros(grads[0], run.embeddings)[:batch, :length].float()
-    grad_out = {
-        layer: _or_zeros(g, run.outputs[layer])[:batch, :length].float()
-        for layer, g in zip(grad_layers, grads[1:])
-    }
-    del run, grads
+        copies, replay_len = rep.copies, rep.length
+        inputs = [get_gradient_edge(rep.embeddings), *(rep.outputs[layer] for layer in grad_layers)]
+        grads = torch.autograd.grad(
+            reads, inputs, grad_outputs=seeds, allow_unused=True, retain_graph=replays is not None
+        )
+        del seeds
+    grad_emb = _or_zeros(grads[0], rep)[:batch, :length].float()
+    grad_out = {layer: _or_zeros(g, rep)[:batch, :length].float() for layer, g in zip(grad_layers, grads[1:])}
+    del rep, grads
 
     row_nodes = request.node.cpu()
     device = grad_emb.device
@@ -204,5 +209,5 @@ def _feature_edges(
     return torch.cat(cols), torch.cat(vals, dim=1)
 
 
-def _or_zeros(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    return torch.zeros_like(like) if grad is None else grad
+def _or_zeros(grad: torch.Tensor | None, rep: RetainedReplay) -> torch.Tensor:
+    return rep.zeros() if grad is None else grad

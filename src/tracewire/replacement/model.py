@@ -227,11 +227,10 @@ class ReplacementModel:
         has_skip = self.transcoders is not None and self.transcoders.has_skip
         if run.mode == "replay" and not has_skip:
             # Nothing flows back through a skip-less MLP: its output is a fresh leaf (so gradients
-            # can still be asked of it) and the backward never walks the zero path into x.
-            const = run.state.mlp_constants[layer][:, : x_in.shape[1]]
-            out = (
-                const.expand(x_in.shape[0], -1, -1).to(x_in.dtype).clone().requires_grad_(x_in.requires_grad)
-            )
+            # can still be asked of it) and the backward never walks the zero path into x. The leaf
+            # is a broadcast view of the one stored copy: B copies cost no memory.
+            const = run.state.mlp_constants[layer][:, : x_in.shape[1]].to(x_in.dtype)
+            out = const.expand(x_in.shape[0], -1, -1).requires_grad_(x_in.requires_grad)
             run.outputs[layer] = out
             return out
         skip = self.skip(layer, x_in)
