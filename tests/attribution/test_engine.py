@@ -225,3 +225,73 @@ def test_on_the_fly_decoder_blocks_match_cached_ones(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(components, "BLOCK_CHUNK_BYTES", 1)  # one position per block
     chunked = graph_dense(attribute(ids, rm, progress=False))
     assert torch.allclose(cached, chunked, atol=1e-6)
+
+
+def test_row_cap_keeps_each_rows_largest_feature_edges() -> None:
+    rm = _setup("llama", "plt", "relu", seed=6)
+    ids = random_ids(6, seed=7)
+    full = attribute(ids, rm, progress=False, max_row_feature_edges=None)
+    cap = 5
+    capped = attribute(ids, rm, progress=False, max_row_feature_edges=cap)
+    a, b = graph_dense(full), graph_dense(capped)
+    n_feat = full.n_features
+    assert torch.equal(full.features, capped.features)
+    # errors, tokens: every edge kept and unchanged
+    assert torch.equal(a[:, n_feat:], b[:, n_feat:])
+    dropped = total = 0.0
+    for row in range(a.shape[0]):
+        feature_edges = a[row, :n_feat]
+        total += float(a[row].abs().sum())
+        if not bool(feature_edges.any()):
+            continue
+        kept = b[row, :n_feat]
+        assert int((kept != 0).sum()) == min(cap, int((feature_edges != 0).sum()))
+        # the kept ones are the row's largest |edges|, with their exact values
+        assert torch.equal(kept[kept != 0], feature_edges[kept != 0])
+        smallest_kept = kept[kept != 0].abs().min()
+        assert bool((feature_edges[kept == 0].abs() <= smallest_kept).all())
+        dropped += float(feature_edges[kept == 0].abs().sum())
+    assert capped.metadata["dropped_edge_mass_fraction"] > 0
+    # the recorded fraction is over the rows computed (visited features' rows are graph rows here)
+    assert capped.metadata["dropped_edge_mass_fraction"] == pytest.approx(dropped / total, rel=1e-4)
+
+
+def test_dense_and_coo_row_storage_agree() -> None:
+    from tracewire.attribution.rows import RowBatch
+
+    torch.manual_seed(0)
+    values = torch.randn(3, 7)
+    values[values.abs() < 0.5] = 0.0
+    cols = torch.tensor([10, 11, 12, 20, 21, 30, 31], dtype=torch.int32)
+    common = dict(
+        row_nodes=torch.tensor([100, 101, 102]),
+        abs_sums=values.abs().sum(-1),
+        dropped_abs=torch.zeros(3),
+        work=0,
+    )
+    dense = RowBatch(row_index=None, cols=cols, values=values, **common)
+    b_idx, j_idx = values.nonzero(as_tuple=True)
+    coo = RowBatch(
+        row_index=b_idx.to(torch.int32), cols=cols[j_idx], values=values[b_idx, j_idx], **common
+    )
+    remap = torch.full((200,), -1, dtype=torch.long)
+    remap[torch.tensor([11, 20, 31])] = torch.tensor([0, 1, 2])
+    for got, want in zip(dense.select(remap), coo.select(remap)):
+        assert torch.equal(got, want)
+    rows_d, cols_d, vals_d = dense.coo()
+    mask = vals_d != 0
+    for got, want in zip((rows_d[mask], cols_d[mask], vals_d[mask]), coo.coo()):
+        assert torch.equal(got, want)
+    assert dense.nbytes < coo.nbytes * 2
+
+
+def test_coo_and_dense_batches_give_the_same_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracewire.attribution import rows
+
+    rm = _setup("qwen2", "clt", "jumprelu", seed=8)
+    ids = random_ids(6, seed=9)
+    dense = attribute(ids, rm, progress=False, max_feature_nodes=20, batch_size=4)
+    monkeypatch.setattr(rows, "DENSE_MIN_FILL", 2.0)  # never dense
+    coo = attribute(ids, rm, progress=False, max_feature_nodes=20, batch_size=4)
+    assert torch.equal(dense.features, coo.features)
+    assert torch.equal(graph_dense(dense), graph_dense(coo))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -328,12 +328,15 @@ def _influence(
     collected: list[RowBatch], resolved: Targets, target_nodes: torch.Tensor, space: NodeSpace
 ) -> torch.Tensor:
     row_nodes = torch.cat([b.row_nodes for b in collected])
-    batches, offset = [], 0
-    for b in collected:
-        if b.weights is None:
-            b.weights = b.values.abs() / b.abs_sums[b.row_index.long()].clamp_min(1e-10)
-        batches.append((b.row_index.long() + offset, b.cols.long(), b.weights))
-        offset += int(b.row_nodes.numel())
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        # row-normalised |A|, one batch at a time: nothing the size of all edges is built
+        offset = 0
+        for b in collected:
+            rows, cols, values = b.coo()
+            yield rows + offset, cols, values.abs() / b.abs_sums[rows].clamp_min(1e-10)
+            offset += b.n_rows
+
     return estimate_influence(batches, row_nodes, resolved.probabilities, target_nodes, space.size)
 
 
@@ -365,10 +368,11 @@ def _package(
     remap[selected] = torch.arange(n_sel)
     tail = torch.arange(space.error_offset, space.size)
     remap[tail] = n_sel + (tail - space.error_offset)
-    rows = remap[torch.cat([b.row_nodes[b.row_index.long()] for b in collected])]
-    cols = remap[torch.cat([b.cols for b in collected]).long()]
-    values = torch.cat([b.values for b in collected])
-    keep = cols >= 0
+    kept = [b.select(remap) for b in collected]  # per batch, so only kept edges are ever copied
+    rows = remap[torch.cat([r for r, _, _ in kept])]
+    cols = torch.cat([c for _, c, _ in kept])
+    values = torch.cat([v for _, _, v in kept])
+    del kept
     sel_cpu = selected
     features = torch.stack(
         [comps.layer.cpu()[sel_cpu], comps.pos.cpu()[sel_cpu], comps.feature.cpu()[sel_cpu]], dim=1
@@ -384,8 +388,8 @@ def _package(
         target_token_ids=resolved.token_ids.cpu(),
         target_probabilities=resolved.probabilities.cpu().float(),
         target_vectors=resolved.vectors.detach().cpu().float(),
-        edge_targets=rows[keep],
-        edge_sources=cols[keep],
-        edge_weights=values[keep].float(),
+        edge_targets=rows,
+        edge_sources=cols,
+        edge_weights=values.float(),
         metadata={"n_pos": n_pos},
     )

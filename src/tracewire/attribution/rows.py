@@ -27,6 +27,10 @@ from tracewire.attribution.replays import ReplayCache, RetainedReplay
 from tracewire.replacement.model import ReplacementModel
 from tracewire.replacement.state import FrozenState
 
+#: A batch whose rows share their columns is stored dense when at least this fraction of its
+#: entries is non-zero (COO costs 12 bytes per non-zero, dense 4 per entry).
+DENSE_MIN_FILL = 1 / 3
+
 
 @dataclass
 class RowRequest:
@@ -40,14 +44,52 @@ class RowRequest:
 
 @dataclass
 class RowBatch:
+    """One batch's rows, stored the cheaper of two ways.
+
+    - dense: every row has the same columns (no per-row cap) and most entries are non-zero — the
+      usual case for short prompts, where a row touches nearly every feature in its cone.
+      ``values`` is ``[B, n]`` over the shared ``cols [n]`` and ``row_index`` is ``None``:
+      4 bytes per entry, as a dense edge matrix, instead of 12 for COO;
+    - COO: ``row_index``, ``cols`` and ``values`` are parallel ``[E]`` tensors of the non-zeros.
+    """
+
     row_nodes: torch.Tensor  # int64 [B] the batch's row nodes, aligned with abs_sums
-    row_index: torch.Tensor  # int32 [E] which of the batch's rows each edge is in
-    cols: torch.Tensor  # int32 [E] source node ids (int32: half the memory of int64 for long prompts)
-    values: torch.Tensor  # float32 [E]
+    row_index: torch.Tensor | None  # int32 [E] which of the batch's rows each edge is in (COO)
+    cols: torch.Tensor  # int32 [E] (COO) or [n] (dense) source node ids
+    values: torch.Tensor  # float32 [E] (COO) or [B, n] (dense)
     abs_sums: torch.Tensor  # float32 [B] Σ|A| over every source (before any per-row cap)
     dropped_abs: torch.Tensor  # float32 [B] Σ|A| of feature edges dropped by the per-row cap
     work: int  # positions × layers touched by this batch's replay/backward, times B
-    weights: torch.Tensor | None = None  # row-normalised |values|, filled in by influence estimates
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.row_nodes.numel())
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.cols, self.values] + ([self.row_index] if self.row_index is not None else [])
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def coo(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(row_index, cols, values)`` as int64/int64/float tensors (a transient copy for dense)."""
+        if self.row_index is not None:
+            return self.row_index.long(), self.cols.long(), self.values
+        n = int(self.cols.numel())
+        rows = torch.arange(self.n_rows).repeat_interleave(n)
+        return rows, self.cols.long().repeat(self.n_rows), self.values.reshape(-1)
+
+    def select(self, remap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Non-zero edges whose source ``remap`` keeps (``remap[col] >= 0``), remapped:
+        ``(row node ids, new source ids, values)``."""
+        if self.row_index is None:
+            new_cols = remap[self.cols.long()]
+            keep = (new_cols >= 0).nonzero().squeeze(1)
+            vals = self.values[:, keep]
+            b_idx, j_idx = (vals != 0).nonzero(as_tuple=True)
+            return self.row_nodes[b_idx], new_cols[keep][j_idx], vals[b_idx, j_idx]
+        new_cols = remap[self.cols.long()]
+        keep = new_cols >= 0
+        return self.row_nodes[self.row_index.long()[keep]], new_cols[keep], self.values[keep]
 
 
 class NodeSpace:
@@ -136,17 +178,14 @@ def compute_rows(
 
     abs_sums = token_vals.abs().sum(-1) + err_vals.abs().sum((-1, -2))
     dropped = torch.zeros(batch, device=device)
+    capped_cols: torch.Tensor | None = None  # [B, cap] when rows keep different feature columns
     if feat_vals.numel():
         abs_sums = abs_sums + feat_vals.abs().sum(-1)
         if max_row_feature_edges is not None and feat_vals.shape[1] > max_row_feature_edges:
             keep = feat_vals.abs().topk(max_row_feature_edges, dim=1).indices
             kept_vals = feat_vals.gather(1, keep)
             dropped = feat_vals.abs().sum(-1) - kept_vals.abs().sum(-1)
-            feat_vals, feat_cols_b = kept_vals, feat_cols[keep]
-        else:
-            feat_cols_b = feat_cols.expand(batch, -1)
-    else:
-        feat_cols_b = feat_cols.reshape(1, 0).expand(batch, 0)
+            feat_vals, capped_cols = kept_vals, feat_cols[keep]
 
     err_cols = (
         space.error_offset
@@ -154,17 +193,34 @@ def compute_rows(
         + torch.arange(length, device=device)[None, :]
     ).reshape(-1)
     tok_cols = space.token_offset + torch.arange(length, device=device)
-    cols = torch.cat([feat_cols_b, err_cols.expand(batch, -1), tok_cols.expand(batch, -1)], dim=1)
     vals = torch.cat([feat_vals, err_vals.reshape(batch, -1), token_vals], dim=1)
-    b_idx, j_idx = (vals != 0).nonzero(as_tuple=True)
-    return RowBatch(
+    del feat_vals, err_vals, token_vals
+    common = dict(
         row_nodes=row_nodes,
-        row_index=b_idx.to(torch.int32).cpu(),
-        cols=cols[b_idx, j_idx].to(torch.int32).cpu(),
-        values=vals[b_idx, j_idx].cpu(),
         abs_sums=abs_sums.cpu(),
         dropped_abs=dropped.cpu(),
         work=copies * replay_len * min(top, n_layers),
+    )
+    nonzero = vals != 0
+    if capped_cols is None:  # every row has the same columns
+        shared = torch.cat([feat_cols, err_cols, tok_cols]).to(torch.int32)
+        if int(nonzero.sum()) >= DENSE_MIN_FILL * vals.numel():  # COO would cost more than dense
+            return RowBatch(row_index=None, cols=shared.cpu(), values=vals.cpu(), **common)
+        b_idx, j_idx = nonzero.nonzero(as_tuple=True)
+        cols = shared[j_idx]
+    else:
+        b_idx, j_idx = nonzero.nonzero(as_tuple=True)
+        n_feat = capped_cols.shape[1]
+        rest = torch.cat([err_cols, tok_cols])
+        is_feat = j_idx < n_feat
+        cols = torch.where(
+            is_feat, capped_cols[b_idx, j_idx.clamp(max=n_feat - 1)], rest[(j_idx - n_feat).clamp(min=0)]
+        ).to(torch.int32)
+    return RowBatch(
+        row_index=b_idx.to(torch.int32).cpu(),
+        cols=cols.cpu(),
+        values=vals[b_idx, j_idx].cpu(),
+        **common,
     )
 
 

@@ -10,13 +10,15 @@ ranked by that estimate, and the estimate is refreshed every ``update_interval``
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 
 MAX_ITERATIONS = 1024
 
 
 def estimate_influence(
-    batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]],
     row_nodes: torch.Tensor,
     target_weights: torch.Tensor,
     target_nodes: torch.Tensor,
@@ -24,10 +26,10 @@ def estimate_influence(
 ) -> torch.Tensor:
     """Influence of every node on the weighted targets, from the rows computed so far.
 
-    ``batches``: per computed batch ``(row_positions, cols, weights)`` where ``row_positions``
-    index ``row_nodes`` and ``weights`` are the row-normalised ``|A|`` (fixed once a row exists,
-    so they are computed once, when the row is stored). Target weights sit on ``target_nodes``.
-    Returns ``[n_nodes]`` float32. Nothing is concatenated: each pass walks the batches in place.
+    ``batches()``: yields, per computed batch, ``(row_positions, cols, weights)`` where
+    ``row_positions`` index ``row_nodes`` and ``weights`` are the row-normalised ``|A|``; it is
+    called twice, so batches can be materialised one at a time. Target weights sit on
+    ``target_nodes``. Returns ``[n_nodes]`` float32. Nothing the size of all edges is built.
     """
     position = torch.full((n_nodes,), -1, dtype=torch.long)
     position[row_nodes] = torch.arange(row_nodes.numel())
@@ -35,7 +37,7 @@ def estimate_influence(
     # mass x_k that sits on rows at each step; then one pass over every edge distributes the
     # total: Σ_k x_kᵀ Â = (Σ_k x_k)ᵀ Â. One full pass instead of one per path length.
     inner = []
-    for rows, cols, weight in batches:
+    for rows, cols, weight in batches():
         col_pos = position[cols]
         keep = col_pos >= 0
         inner.append((rows[keep], col_pos[keep], weight[keep]))
@@ -53,6 +55,6 @@ def estimate_influence(
         total += step
         current = step
     influence = torch.zeros(n_nodes)
-    for rows, cols, weight in batches:
+    for rows, cols, weight in batches():
         influence.index_add_(0, cols, total[rows] * weight)
     return influence
