@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from tracewire.attribution.components import Components, compute_components
 from tracewire.attribution.replays import ReplayCache
 from tracewire.attribution.rows import NodeSpace, RowBatch, RowRequest, compute_rows
-from tracewire.attribution.selection import estimate_influence
+from tracewire.attribution.selection import WeightBlock, estimate_influence
 from tracewire.attribution.targets import Targets, TargetSpec, resolve_targets
 from tracewire.graph.graph import Graph
 from tracewire.models.loading import LoadedModel
@@ -329,15 +329,16 @@ def _influence(
 ) -> torch.Tensor:
     row_nodes = torch.cat([b.row_nodes for b in collected])
 
-    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        # row-normalised |A|, one batch at a time: nothing the size of all edges is built
+    def blocks() -> Iterator[WeightBlock]:
+        # one batch at a time: nothing the size of all edges is built
         offset = 0
         for b in collected:
-            rows, cols, values = b.coo()
-            yield rows + offset, cols, values.abs() / b.abs_sums[rows].clamp_min(1e-10)
+            block = b.influence_weights()
+            block.rows += offset
+            yield block
             offset += b.n_rows
 
-    return estimate_influence(batches, row_nodes, resolved.probabilities, target_nodes, space.size)
+    return estimate_influence(blocks, row_nodes, resolved.probabilities, target_nodes, space.size)
 
 
 def _reference_work(order: torch.Tensor, feature_layers: torch.Tensor, batch_size: int, n_pos: int) -> int:

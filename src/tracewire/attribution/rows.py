@@ -24,6 +24,7 @@ from torch.autograd.graph import get_gradient_edge
 
 from tracewire.attribution.components import Components
 from tracewire.attribution.replays import ReplayCache, RetainedReplay
+from tracewire.attribution.selection import WeightBlock
 from tracewire.replacement.model import ReplacementModel
 from tracewire.replacement.state import FrozenState
 
@@ -77,6 +78,14 @@ class RowBatch:
         n = int(self.cols.numel())
         rows = torch.arange(self.n_rows).repeat_interleave(n)
         return rows, self.cols.long().repeat(self.n_rows), self.values.reshape(-1)
+
+    def influence_weights(self) -> WeightBlock:
+        """Row-normalised ``|A|`` (each row by its Σ|A| over every source) for influence estimates."""
+        norm = self.abs_sums.clamp_min(1e-10)
+        if self.row_index is None:
+            return WeightBlock(torch.arange(self.n_rows), self.cols.long(), self.values.abs() / norm[:, None])
+        rows = self.row_index.long()
+        return WeightBlock(rows, self.cols.long(), self.values.abs() / norm[rows])
 
     def select(self, remap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Non-zero edges whose source ``remap`` keeps (``remap[col] >= 0``), remapped:

@@ -11,14 +11,32 @@ ranked by that estimate, and the estimate is refreshed every ``update_interval``
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 
 MAX_ITERATIONS = 1024
 
 
+@dataclass
+class WeightBlock:
+    """Row-normalised ``|A|`` of some rows, dense or COO.
+
+    Dense: ``rows [R]`` (positions in ``row_nodes``), ``cols [n]`` shared by every row,
+    ``weights [R, n]``. COO: ``rows``, ``cols`` and ``weights`` are parallel ``[E]``.
+    """
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    weights: torch.Tensor
+
+    @property
+    def dense(self) -> bool:
+        return self.weights.ndim == 2
+
+
 def estimate_influence(
-    batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]],
+    blocks: Callable[[], Iterable[WeightBlock]],
     row_nodes: torch.Tensor,
     target_weights: torch.Tensor,
     target_nodes: torch.Tensor,
@@ -26,9 +44,8 @@ def estimate_influence(
 ) -> torch.Tensor:
     """Influence of every node on the weighted targets, from the rows computed so far.
 
-    ``batches()``: yields, per computed batch, ``(row_positions, cols, weights)`` where
-    ``row_positions`` index ``row_nodes`` and ``weights`` are the row-normalised ``|A|``; it is
-    called twice, so batches can be materialised one at a time. Target weights sit on
+    ``blocks()``: yields the row-normalised ``|A|`` of the rows computed so far, a batch at a
+    time; it is called twice, so blocks can be materialised one at a time. Target weights sit on
     ``target_nodes``. Returns ``[n_nodes]`` float32. Nothing the size of all edges is built.
     """
     position = torch.full((n_nodes,), -1, dtype=torch.long)
@@ -37,10 +54,16 @@ def estimate_influence(
     # mass x_k that sits on rows at each step; then one pass over every edge distributes the
     # total: Σ_k x_kᵀ Â = (Σ_k x_k)ᵀ Â. One full pass instead of one per path length.
     inner = []
-    for rows, cols, weight in batches():
-        col_pos = position[cols]
-        keep = col_pos >= 0
-        inner.append((rows[keep], col_pos[keep], weight[keep]))
+    for block in blocks():
+        col_pos = position[block.cols]
+        if block.dense:
+            keep = (col_pos >= 0).nonzero().squeeze(1)
+            sub = block.weights[:, keep]
+            r, j = sub.nonzero(as_tuple=True)
+            inner.append((block.rows[r], col_pos[keep][j], sub[r, j]))
+        else:
+            keep = col_pos >= 0
+            inner.append((block.rows[keep], col_pos[keep], block.weights[keep]))
     inner_rows = torch.cat([r for r, _, _ in inner])
     inner_cols = torch.cat([c for _, c, _ in inner])
     inner_weight = torch.cat([w for _, _, w in inner])
@@ -55,6 +78,9 @@ def estimate_influence(
         total += step
         current = step
     influence = torch.zeros(n_nodes)
-    for rows, cols, weight in batches():
-        influence.index_add_(0, cols, total[rows] * weight)
+    for block in blocks():
+        if block.dense:  # Σ_r total[r] · W[r, :] as one vector-matrix product
+            influence.index_add_(0, block.cols, total[block.rows] @ block.weights)
+        else:
+            influence.index_add_(0, block.cols, total[block.rows] * block.weights)
     return influence
