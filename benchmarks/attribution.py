@@ -285,7 +285,8 @@ def format_table(rows: list[dict]) -> str:
         ours, ref = r.get("tracewire", {}), r.get("reference", {})
         ow, om = ours.get("wall"), ours.get("peak_rss_gib")
         rw = ref.get("wall")
-        rm = ref.get("peak_rss_gib") or ref.get("peak_tree_gib")
+        # the reference's own ru_maxrss stops at the machine's RAM; the sampled RSS + swap does not
+        rm = max(ref.get("peak_rss_gib") or 0.0, ref.get("peak_tree_gib") or 0.0) or None
         ref_wall = f"{rw:.1f} s" if rw else (ref.get("status", "–") if ref else "–")
         ref_mem = f"{rm:.2f} GiB" + ("" if ref.get("status") == "ok" else " (≥, killed)") if ref else "–"
         est = (

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tracewire.models.attention_routing import registry_function, routed_implementation
 from tracewire.replacement import state as frozen_state
 
 #: Bytes of float32 pattern one chunk may hold; bounds the backward's transient memory.
@@ -195,46 +196,13 @@ def frozen_attention_forward(
     return out, None
 
 
-_REGISTERED: set[str] = set()
-
-
-def registered_name(base_impl: str) -> str:
-    """Register (once) a frozen implementation paired with ``base_impl``'s mask format."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-
-    name = f"tracewire_frozen_{base_impl}"
-    if name not in _REGISTERED:
-        AttentionInterface.register(name, frozen_attention_forward)
-        mask_fn = ALL_MASK_ATTENTION_FUNCTIONS.get(base_impl, ALL_MASK_ATTENTION_FUNCTIONS["eager"])
-        AttentionMaskInterface.register(name, mask_fn)
-        _REGISTERED.add(name)
-    return name
-
-
-def base_attention_function(impl: str) -> Callable[..., tuple[torch.Tensor, Any]] | None:
-    """The model's own attention function for record-mode forward values.
-
-    ``None`` for eager attention: tracewire's chunked computation *is* eager attention (in
-    float32), so record mode computes the value itself and never materialises the full pattern.
-    """
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    if impl == "eager" or impl not in ALL_ATTENTION_FUNCTIONS:
-        return None
-    return ALL_ATTENTION_FUNCTIONS[impl]
-
-
 @contextmanager
 def frozen_attention(model: nn.Module) -> Iterator[Callable[..., Any] | None]:
-    """Switch ``model`` to the frozen attention implementation; restore it afterwards."""
-    hf_model: Any = model
-    config = hf_model.config
-    base_impl = getattr(config, "_attn_implementation", None) or "eager"
-    name = registered_name(base_impl)
-    base = base_attention_function(base_impl)
-    hf_model.set_attn_implementation(name)
-    try:
-        yield base
-    finally:
-        hf_model.set_attn_implementation(base_impl)
+    """Switch ``model`` to the frozen attention implementation; restore it afterwards.
+
+    Yields the model's own attention function for record-mode forward values, or ``None`` for
+    eager attention: tracewire's chunked computation *is* eager attention (in float32), so record
+    mode then computes the value itself and never materialises the full pattern.
+    """
+    with routed_implementation(model, "tracewire_frozen", frozen_attention_forward) as base_impl:
+        yield registry_function(base_impl)
