@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.factories.models import tiny_model
 from tracewire.attribution.estimate import active_per_token, estimate_attribution
 from tracewire.transcoders.synthetic import random_plt
@@ -19,4 +21,25 @@ def test_estimate_grows_with_prompt_and_budget() -> None:
     assert wide.n_rows >= small.n_rows
     assert small.n_active_features == int(active * 3 * 15)
     text = long.summary()
-    assert "GiB" in text and "stored edges" in text
+    assert "GiB" in text and "stored rows" in text
+
+
+def test_estimate_on_a_prompt_measures_its_own_activity_and_targets() -> None:
+    import torch
+
+    from tracewire.attribution.engine import attribute
+    from tracewire.replacement.model import ReplacementModel
+
+    lm = tiny_model("llama")
+    ts = random_plt(3, lm.d_model, 32, activation="relu")
+    ids = torch.tensor([0, 5, 9, 13, 2, 7, 21, 4])
+    est = estimate_attribution(lm, ts, prompt=ids, max_feature_nodes=16, max_n_logits=3)
+    graph = attribute(ids, ReplacementModel(lm, ts), max_feature_nodes=16, max_n_logits=3, progress=False)
+    # the prompt's own active features (position 0 is BOS, not counted) and salient logits
+    assert est.n_active_features == graph.metadata["n_active_features"]
+    assert est.n_rows == graph.n_targets + 16
+    assert est.seconds_low == est.seconds
+    by_length = estimate_attribution(lm, ts, n_tokens=8, max_feature_nodes=16, max_n_logits=3)
+    assert by_length.seconds_low <= by_length.seconds
+    with pytest.raises(ValueError, match="n_tokens or prompt"):
+        estimate_attribution(lm, ts, max_feature_nodes=16)

@@ -93,3 +93,19 @@ def test_estimate(assets: tuple[Path, Path]) -> None:
     result = runner.invoke(app, ["estimate", "-m", str(model), "-t", str(tc), "--prompt-tokens", "128"])
     assert result.exit_code == 0, result.output
     assert "predicted peak memory" in result.output
+
+
+def test_estimate_on_a_prompt(assets: tuple[Path, Path]) -> None:
+    model, tc = assets
+    result = runner.invoke(app, ["estimate", "-m", str(model), "-t", str(tc), "--prompt", "a b c d e f"])
+    assert result.exit_code == 0, result.output
+    assert "predicted peak memory" in result.output and "backward passes" in result.output
+
+
+def test_estimate_needs_exactly_one_prompt_option(assets: tuple[Path, Path]) -> None:
+    model, tc = assets
+    for extra in ([], ["--prompt", "a b", "--prompt-tokens", "8"]):
+        result = runner.invoke(app, ["estimate", "-m", str(model), "-t", str(tc), *extra])
+        assert result.exit_code == 2, result.output
+        assert "exactly one of --prompt-tokens" in result.output
+        assert "Traceback" not in result.output

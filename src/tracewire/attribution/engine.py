@@ -38,10 +38,17 @@ from tracewire.replacement.model import ReplacementModel
 log = logging.getLogger(__name__)
 
 GRAPH_KIND = "tracewire-attribution"
-#: ``max_row_feature_edges="auto"``: rows keep every feature edge up to this many active features...
-AUTO_CAP_ABOVE = 65536
+#: ``max_row_feature_edges="auto"``: rows keep every feature edge while all rows' feature edges
+#: fit in this many bytes (float32, stored dense: 2,058 rows × 55k features at 16 tokens,
+#: 522 × 230k at 64 tokens)...
+AUTO_ROW_STORAGE_BYTES = 512 * 2**20
 #: ...and their largest ``AUTO_CAP`` feature edges beyond (errors and tokens are always kept).
 AUTO_CAP = 16384
+
+
+def auto_row_cap(n_rows: int, n_features: int) -> int | None:
+    """The per-row feature-edge cap ``"auto"`` picks for ``n_rows`` rows over ``n_features``."""
+    return None if n_rows * n_features * 4 <= AUTO_ROW_STORAGE_BYTES else AUTO_CAP
 
 
 def attribute(
@@ -68,8 +75,8 @@ def attribute(
     ``batch_size``: targets per backward pass; ``max_batch_tokens`` caps ``batch × prefix length``
     so long prompts use smaller batches instead of more memory.
     ``max_row_feature_edges``: keep only the largest feature edges of each row, a memory bound
-    for long prompts. ``"auto"`` keeps every edge while the prompt has at most
-    ``AUTO_CAP_ABOVE`` active features and caps rows at ``AUTO_CAP`` beyond; ``None`` keeps all.
+    for long prompts. ``"auto"`` keeps every edge while all rows' feature edges fit in
+    ``AUTO_ROW_STORAGE_BYTES`` and caps rows at ``AUTO_CAP`` beyond; ``None`` keeps all.
     The fraction of |edge| mass dropped is recorded in ``metadata["dropped_edge_mass_fraction"]``.
     """
     rm = model if isinstance(model, ReplacementModel) else ReplacementModel(model, transcoders)
@@ -101,7 +108,7 @@ def attribute(
     budget = n_all if max_feature_nodes is None else min(max_feature_nodes, n_all)
     row_cap: int | None
     if max_row_feature_edges == "auto":
-        row_cap = None if n_all <= AUTO_CAP_ABOVE else AUTO_CAP
+        row_cap = auto_row_cap(len(resolved) + budget, n_all)
     elif max_row_feature_edges is None or isinstance(max_row_feature_edges, int):
         row_cap = max_row_feature_edges
     else:

@@ -12,9 +12,9 @@ row cap) on a prompt of the requested length, so what it counts is what the engi
 - memory, by allocation class: the interpreter and the weights, the clean run and the sparse
   feature list, the retained replay, one batch's transients (gradients at every layer, the
   ``copies × F`` edge values), the decoder blocks, the stored edges and their packaged copy;
-- time: the clean run, then per batch the backward (∝ copies × positions × layers), the
-  decoder-block contraction (∝ padded block size, rebuilt per batch once the cache is full) and
-  the per-row edge processing (∝ copies × F).
+- time: the clean run, then per batch the decoder-block contraction (∝ padded block size,
+  rebuilt per batch once the cache is full; on CPU it dwarfs the replay's backward) and the
+  per-row edge processing (∝ copies × F).
 
 Constants were fitted on this project's benchmark machine (2-core Zen 4, fp32) against
 ``benchmarks/attribution.py``, which prints predicted next to measured so drift shows up. Time
@@ -24,41 +24,42 @@ scales with the machine; memory does not.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from tracewire.attribution.components import BLOCK_CACHE_BYTES, BLOCK_CHUNK_BYTES
-from tracewire.attribution.engine import AUTO_CAP, AUTO_CAP_ABOVE, _capacity
+from tracewire.attribution.engine import _capacity, auto_row_cap
 from tracewire.attribution.replays import REPLAY_CACHE_BYTES
 from tracewire.models.loading import LoadedModel
 from tracewire.replacement.frozen_attention import KEEP_PATTERN_BYTES
 
 GIB = 2**30
+#: Busiest position's activity over the mean, when only a mean is given (SmolLM2: ~3).
+BUSIEST_OVER_MEAN = 3.0
 #: Resident memory of the process before the weights are touched (interpreter, torch,
 #: transformers, tokenizer, allocator arenas).
 BASELINE_BYTES = int(0.40 * GIB)
-#: Clean run: site tensors kept per layer and position (inputs, outputs, values, errors, frozen
-#: state), in units of ``d_model`` floats, allocator slack included.
-RUN_VECTORS_PER_LAYER_POS = 9.0
-#: Sparse feature list and its working copies, bytes per active feature.
-BYTES_PER_FEATURE = 40
-#: One batch's transients per copy, position and layer, in units of ``d_model`` floats
-#: (gradients at every layer, their stacked and sliced copies, the replay forward's temporaries).
-BATCH_VECTORS_PER_COPY_POS_LAYER = 2.5
-#: Per-copy edge value arrays over the cone's features (values, |values|, top-k, concatenation).
-BYTES_PER_COPY_FEATURE = 24
+#: Per layer and position, in ``d_model`` float32 vectors: the clean run's site tensors, errors
+#: and frozen state, and one batch's gradients at every layer (``copies × positions`` is at most
+#: ``max_batch_tokens``, so they scale with the prompt too). Fitted: 9.5.
+RUN_VECTORS_PER_LAYER_POS = 9.5
+#: Sparse feature list (layer, position, feature, activation), bytes per active feature.
+BYTES_PER_FEATURE = 28
+#: One batch's edge-value arrays over the active features (values, |values|, top-k, non-zero
+#: scan, COO copies), bytes per copy and feature. Fitted: 85.
+BYTES_PER_COPY_FEATURE = 85
 #: Seconds: fixed start-up of a run (target resolution, first allocations).
 FIXED_S = 0.3
-#: Seconds per position of the clean run (record forward, encode, decode, errors).
-RECORD_S_PER_POS = 3.3e-3
-#: Seconds per copy × position × layer of a backward pass (and its share of replay forwards).
-BACKWARD_S = 1.6e-7
-#: Seconds per padded decoder-block float (built or read per batch).
-BLOCK_S_PER_FLOAT = 1.2e-9
-#: Seconds per copy × feature of edge post-processing (cap, non-zeros, COO packing).
-ROW_S_PER_COPY_FEATURE = 6e-9
+#: Seconds per position of the clean run (record forward, encode, decode, errors). Measured.
+RECORD_S_PER_POS = 3.5e-3
+#: Seconds per padded decoder-block float contracted (built, read and multiplied per batch);
+#: on CPU this dwarfs the replay's backward, whose cost it absorbs. Fitted.
+BLOCK_S_PER_FLOAT = 1.82e-9
+#: Seconds per copy × feature of edge post-processing (cap, non-zeros, COO packing). Fitted.
+ROW_S_PER_COPY_FEATURE = 2.7e-8
 
 
 @dataclass
@@ -69,6 +70,9 @@ class Estimate:
     n_rows: int
     n_edges: int
     n_batches: int = 0
+    #: Time if the prompt needs one salient logit (``seconds`` assumes ``max_n_logits`` when the
+    #: prompt is not known; equal to ``seconds`` when it is).
+    seconds_low: float = 0.0
     breakdown: dict[str, int] = field(default_factory=dict)
     time_breakdown: dict[str, float] = field(default_factory=dict)
 
@@ -78,7 +82,12 @@ class Estimate:
 
     def summary(self) -> str:
         lines = [
-            f"predicted peak memory: {self.peak_gib:.2f} GiB, time: ~{self.seconds:.0f} s",
+            f"predicted peak memory: {self.peak_gib:.2f} GiB, time: ~{self.seconds:.0f} s"
+            + (
+                f" ({self.seconds_low:.0f}–{self.seconds:.0f} s: 1 to max_n_logits salient logits)"
+                if self.seconds_low < 0.95 * self.seconds
+                else ""
+            ),
             f"active features: {self.n_active_features:,}, rows: {self.n_rows:,}, "
             f"edges: {self.n_edges:,}, backward passes: {self.n_batches:,}",
         ]
@@ -96,18 +105,27 @@ class Activity:
 
 
 @torch.no_grad()
-def measure_activity(loaded: LoadedModel, transcoders: Any) -> Activity:
-    """Activity of ``transcoders`` on the calibration text (BOS excluded)."""
+def measure_activity(loaded: LoadedModel, transcoders: Any, tokens: torch.Tensor | None = None) -> Activity:
+    """Activity of ``transcoders`` on ``tokens`` (default: the calibration text), BOS excluded."""
+    return _clean_run(loaded, transcoders, tokens)[0]
+
+
+@torch.no_grad()
+def _clean_run(
+    loaded: LoadedModel, transcoders: Any, tokens: torch.Tensor | None
+) -> tuple[Activity, torch.Tensor | None]:
     from tracewire.replacement.model import ReplacementModel
     from tracewire.transcoders.calibrated import CALIBRATION_TEXT
 
-    run = ReplacementModel(loaded, transcoders).record(loaded.encode(CALIBRATION_TEXT))
+    ids = tokens if tokens is not None else loaded.encode(CALIBRATION_TEXT)
+    run = ReplacementModel(loaded, transcoders).record(ids)
     means, busiest = [], []
     for layer in range(loaded.n_layers):
         counts = (transcoders.encode(layer, run.transcoder_inputs[layer][0, 1:]) != 0).sum(-1).float()
         means.append(float(counts.mean()))
         busiest.append(float(counts.max()))
-    return Activity(mean=sum(means) / len(means), busiest=sum(busiest) / len(busiest))
+    last = run.logits[0, -1] if run.logits is not None else None
+    return Activity(mean=sum(means) / len(means), busiest=sum(busiest) / len(busiest)), last
 
 
 def active_per_token(loaded: LoadedModel, transcoders: Any) -> float:
@@ -160,32 +178,48 @@ def estimate_attribution(
     loaded: LoadedModel,
     transcoders: Any,
     *,
-    n_tokens: int,
+    n_tokens: int | None = None,
+    prompt: str | Sequence[int] | torch.Tensor | None = None,
     max_feature_nodes: int | None = None,
     batch_size: int = 64,
     max_n_logits: int = 10,
+    desired_logit_prob: float = 0.95,
     max_batch_tokens: int = 4096,
     active: float | Activity | None = None,
 ) -> Estimate:
-    """Estimate one ``attribute`` call on a prompt of ``n_tokens`` tokens (BOS included).
+    """Estimate one ``attribute`` call, on ``prompt`` or on any prompt of ``n_tokens`` tokens.
 
-    ``active``: the transcoders' activity if already known (a mean per token and layer, or an
-    :class:`Activity`); measured on the calibration text otherwise.
+    With ``prompt`` the estimate runs its clean forward (a few seconds at 4k tokens, ~2% of the
+    attribution): activity and the number of salient-logit targets are then the prompt's own.
+    With only ``n_tokens`` (BOS included), activity comes from the calibration text and the
+    target count is its upper bound ``max_n_logits`` — long prompts, where each target row costs
+    a whole backward pass, are then over-estimated in time. ``active``: a known activity (a mean
+    per token and layer, or an :class:`Activity`) instead of measuring it.
     """
-    if isinstance(active, Activity):
-        activity = active
-    elif active is not None:
-        activity = Activity(mean=float(active), busiest=2.5 * float(active))
+    n_targets = max_n_logits
+    if prompt is not None:
+        from tracewire.attribution.targets import resolve_targets
+
+        ids = loaded.encode(prompt if not isinstance(prompt, torch.Tensor) else prompt.reshape(-1))
+        measured, last_logits = _clean_run(loaded, transcoders, ids)
+        n_tokens = int(ids.numel())
+        if last_logits is not None:
+            targets = resolve_targets(
+                loaded, last_logits, None, max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob
+            )
+            n_targets = len(targets)
+        activity = measured if active is None else _activity(active)
+    elif n_tokens is None:
+        raise ValueError("estimate_attribution needs n_tokens or prompt")
     else:
-        activity = measure_activity(loaded, transcoders)
+        activity = measure_activity(loaded, transcoders) if active is None else _activity(active)
     n_layers, d_model = loaded.n_layers, loaded.d_model
     element = torch.finfo(loaded.dtype).bits // 8
     n_pos = max(2, n_tokens)
     n_features = int(activity.mean * n_layers * (n_pos - 1))
     budgeted = max_feature_nodes is not None and max_feature_nodes < n_features
     n_selected = min(max_feature_nodes, n_features) if max_feature_nodes is not None else n_features
-    n_targets = max_n_logits
-    row_cap = None if n_features <= AUTO_CAP_ABOVE else AUTO_CAP
+    row_cap = auto_row_cap(n_targets + n_selected, n_features)
     plan = _plan(
         n_pos,
         n_layers,
@@ -200,29 +234,29 @@ def estimate_attribution(
     # -- memory -------------------------------------------------------------------------------
     params = sum(p.numel() for p in loaded.model.parameters()) * element
     tc_params = sum(p.numel() * p.element_size() for p in transcoders.parameters())
-    run = int(RUN_VECTORS_PER_LAYER_POS * n_layers * n_pos * d_model * 4)
+    vector = d_model * 4
+    run = int(RUN_VECTORS_PER_LAYER_POS * n_layers * n_pos * vector)
     features = n_features * BYTES_PER_FEATURE
     n_max = max(1.0, activity.busiest)
-    block_layer = n_pos * n_max * d_model * 4 * len(transcoders.output_layers(0))
+    block_layer = n_pos * n_max * vector * len(transcoders.output_layers(0))
     blocks = min(BLOCK_CACHE_BYTES, int(n_layers * block_layer)) + min(BLOCK_CHUNK_BYTES, int(block_layer))
     pattern = int(getattr(loaded.config, "num_attention_heads", 1)) * n_pos * n_pos * 4
-    copies = max(c for _, c, _, _ in plan)
+    copies = max(c * length for _, c, length, _ in plan)  # copies × positions of the widest batch
     replay_held = min(
         REPLAY_CACHE_BYTES,
-        copies * n_pos * d_model * element + (n_layers * pattern if pattern <= KEEP_PATTERN_BYTES else 0),
+        copies * d_model * element + (n_layers * pattern if pattern <= KEEP_PATTERN_BYTES else 0),
     )
-    transient = int(
-        BATCH_VECTORS_PER_COPY_POS_LAYER * copies * n_pos * n_layers * d_model * 4
-        + BYTES_PER_COPY_FEATURE * copies * n_features
-    )
-    feat_per_row = n_features if row_cap is None else min(row_cap, n_features)
+    widest = max(c for _, c, _, _ in plan)
+    transient = int(BYTES_PER_COPY_FEATURE * widest * n_features)
     cone = 1.0 if budgeted else 0.5
-    n_edges = int(
-        n_targets * (feat_per_row + n_layers * n_pos + n_pos)
-        + n_selected * (min(feat_per_row, n_features * cone) + cone * n_layers * n_pos + cone * n_pos)
-    )
-    stored = n_edges * 12  # int32 row, int32 column, float32 value
-    packaging = n_edges * 28  # remapped int64 rows/columns and the kept values
+    feat_per_row = n_features * cone
+    if row_cap is None:  # dense rows over the features in each batch's cone
+        stored = int((n_targets + n_selected) * (feat_per_row + cone * (n_layers + 1) * n_pos) * 4)
+    else:  # COO: capped feature edges plus every error and token edge
+        stored = int((n_targets + n_selected) * (row_cap + cone * (n_layers + 1) * n_pos) * 12)
+    # the graph keeps edges among selected features, errors, tokens and targets
+    n_edges = int((n_targets + n_selected) * (min(n_selected, feat_per_row) + cone * (n_layers + 1) * n_pos))
+    packaging = n_edges * 28
     peak = (
         BASELINE_BYTES
         + params
@@ -231,21 +265,30 @@ def estimate_attribution(
         + features
         + replay_held
         + blocks
-        + max(stored + transient, stored + packaging)
+        + stored
+        + max(transient, packaging)
     )
 
     # -- time ---------------------------------------------------------------------------------
-    backward = sum(c * length * top for _, c, length, top in plan) * BACKWARD_S
-    block_floats = sum(length * n_max * d_model * top for _, _, length, top in plan)
-    cached = n_layers * block_layer <= BLOCK_CACHE_BYTES
-    contraction = block_floats * BLOCK_S_PER_FLOAT * (0.5 if cached else 1.0)
-    row_work = sum(c * n_features * min(1.0, length / n_pos) for _, c, length, _ in plan)
-    rows = row_work * ROW_S_PER_COPY_FEATURE
     record = FIXED_S + RECORD_S_PER_POS * n_pos
-    seconds = record + backward + contraction + rows
+
+    def batches_seconds(batches: list[tuple[int, int, int, int]]) -> tuple[float, float]:
+        block_floats = sum(length * n_max * d_model * top for _, _, length, top in batches)
+        row_work = sum(c * n_features * min(1.0, length / n_pos) for _, c, length, _ in batches)
+        return block_floats * BLOCK_S_PER_FLOAT, row_work * ROW_S_PER_COPY_FEATURE
+
+    contraction, rows = batches_seconds(plan)
+    seconds = record + contraction + rows
+    seconds_low = seconds
+    if prompt is None and n_targets > 1:  # the prompt may need a single salient logit
+        low_plan = _plan(
+            n_pos, n_layers, 1, activity.mean * n_layers, n_selected, budgeted, batch_size, max_batch_tokens
+        )
+        seconds_low = record + sum(batches_seconds(low_plan))
     return Estimate(
         peak_bytes=int(peak),
         seconds=seconds,
+        seconds_low=seconds_low,
         n_active_features=n_features,
         n_rows=n_targets + n_selected,
         n_edges=n_edges,
@@ -258,14 +301,19 @@ def estimate_attribution(
             "active feature list": features,
             "retained replay": replay_held,
             "decoder blocks": blocks,
-            "stored edges": stored,
+            "stored rows": stored,
             "largest batch (transient)": transient,
             "packaging copies": packaging,
         },
         time_breakdown={
             "clean run": record,
-            "backward passes": backward,
             "feature contraction": contraction,
             "edge processing": rows,
         },
     )
+
+
+def _activity(active: float | Activity) -> Activity:
+    if isinstance(active, Activity):
+        return active
+    return Activity(mean=float(active), busiest=BUSIEST_OVER_MEAN * float(active))

@@ -67,7 +67,12 @@ def attribute_command(
 def estimate_command(
     model: str = typer.Option("smollm2-135m", "--model", "-m"),
     transcoders: str = typer.Option(..., "--transcoders", "-t"),
-    prompt_tokens: int = typer.Option(..., "--prompt-tokens", help="Prompt length in tokens (with BOS)."),
+    prompt_tokens: int = typer.Option(
+        None, "--prompt-tokens", help="Prompt length in tokens (with BOS), when the prompt is not known yet."
+    ),
+    prompt: str = typer.Option(
+        None, "--prompt", help="The prompt itself: its activity and salient logits are measured."
+    ),
     max_feature_nodes: int = typer.Option(None, "--max-feature-nodes"),
     batch_size: int = typer.Option(64, "--batch-size"),
     dtype: str = typer.Option("fp32", "--dtype"),
@@ -80,7 +85,14 @@ def estimate_command(
     torch_dtype = parse_dtype(dtype)
     loaded = load_model(model, dtype=torch_dtype)
     ts = load_transcoders(transcoders, n_layers=loaded.n_layers, d_model=loaded.d_model, dtype=torch_dtype)
+    if (prompt is None) == (prompt_tokens is None):
+        raise typer.BadParameter("give exactly one of --prompt-tokens N or --prompt TEXT")
     est = estimate_attribution(
-        loaded, ts, n_tokens=prompt_tokens, max_feature_nodes=max_feature_nodes, batch_size=batch_size
+        loaded,
+        ts,
+        n_tokens=prompt_tokens,
+        prompt=prompt,
+        max_feature_nodes=max_feature_nodes,
+        batch_size=batch_size,
     )
     typer.echo(est.summary())
