@@ -8,9 +8,15 @@ is that run's alone. circuit-tracer runs through ``../shared/anchor/t4b_circuit_
 own venv (it pins transformers <= 4.57): set ``CT_PYTHON`` to that venv's python.
 
 Prints a table and writes ``benchmarks/results/attribution.json``; ratios are computed within
-this run only (absolute times drift on shared machines).
+this run only (absolute times drift on shared machines). Memory is each process's peak RSS
+(``ru_maxrss``) and, sampled every 0.2 s, its RSS + swap: circuit-tracer's 512-token run needs
+~50 GiB, more than this 24 GiB machine has, so measuring it takes a swap file and
+``--memory-limit 64`` (its wall time then includes swapping and is not a fair speed figure).
 
     python benchmarks/attribution.py [--lengths 16 64 256 512 1024 4096] [--reference 16 64 512]
+        [--memory-limit GIB] [--out results.json]
+
+``benchmarks/estimator_accuracy.py`` compares ``tracewire estimate`` with the measured rows.
 """
 
 from __future__ import annotations

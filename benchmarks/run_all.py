@@ -6,7 +6,7 @@ output, and writes the Markdown report with the machine facts. Long runs: the at
 benchmark runs circuit-tracer 0.5.0 next to tracewire (set ``CT_PYTHON`` to its venv's python) and
 takes tens of minutes on a 2-core machine; ``--only`` picks a subset.
 
-    python benchmarks/run_all.py [--only attribution prune subgraph_scores dashboards ui training]
+    python benchmarks/run_all.py [--only attribution estimator_accuracy prune subgraph_scores dashboards ui training]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS: dict[str, list[str]] = {
     "attribution": ["attribution.py"],
+    "estimator_accuracy": ["estimator_accuracy.py"],
     "prune": ["prune.py"],
     "subgraph_scores": ["subgraph_scores.py"],
     "dashboards": ["dashboards.py", "--tokens", "4096"],

@@ -42,13 +42,17 @@ GRAPH_KIND = "tracewire-attribution"
 #: fit in this many bytes (float32, stored dense: 2,058 rows × 55k features at 16 tokens,
 #: 522 × 230k at 64 tokens)...
 AUTO_ROW_STORAGE_BYTES = 512 * 2**20
-#: ...and their largest ``AUTO_CAP`` feature edges beyond (errors and tokens are always kept).
+#: ...beyond, each row keeps its largest feature edges (errors and tokens are always kept): as
+#: many as fit in this many bytes over all rows (12 bytes per COO edge), at least ``AUTO_CAP``.
+AUTO_CAPPED_STORAGE_BYTES = 256 * 2**20
 AUTO_CAP = 16384
 
 
 def auto_row_cap(n_rows: int, n_features: int) -> int | None:
     """The per-row feature-edge cap ``"auto"`` picks for ``n_rows`` rows over ``n_features``."""
-    return None if n_rows * n_features * 4 <= AUTO_ROW_STORAGE_BYTES else AUTO_CAP
+    if n_rows * n_features * 4 <= AUTO_ROW_STORAGE_BYTES:
+        return None
+    return max(AUTO_CAP, AUTO_CAPPED_STORAGE_BYTES // (12 * max(1, n_rows)))
 
 
 def attribute(

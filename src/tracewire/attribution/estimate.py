@@ -44,22 +44,22 @@ BUSIEST_OVER_MEAN = 3.0
 BASELINE_BYTES = int(0.40 * GIB)
 #: Per layer and position, in ``d_model`` float32 vectors: the clean run's site tensors, errors
 #: and frozen state, and one batch's gradients at every layer (``copies × positions`` is at most
-#: ``max_batch_tokens``, so they scale with the prompt too). Fitted: 9.5.
-RUN_VECTORS_PER_LAYER_POS = 9.5
+#: ``max_batch_tokens``, so they scale with the prompt too). Fitted: 7.9.
+RUN_VECTORS_PER_LAYER_POS = 7.9
 #: Sparse feature list (layer, position, feature, activation), bytes per active feature.
 BYTES_PER_FEATURE = 28
 #: One batch's edge-value arrays over the active features (values, |values|, top-k, non-zero
-#: scan, COO copies), bytes per copy and feature. Fitted: 85.
-BYTES_PER_COPY_FEATURE = 85
+#: scan, COO copies), bytes per copy and feature. Fitted: 87.
+BYTES_PER_COPY_FEATURE = 87
 #: Seconds: fixed start-up of a run (target resolution, first allocations).
 FIXED_S = 0.3
 #: Seconds per position of the clean run (record forward, encode, decode, errors). Measured.
 RECORD_S_PER_POS = 3.5e-3
 #: Seconds per padded decoder-block float contracted (built, read and multiplied per batch);
 #: on CPU this dwarfs the replay's backward, whose cost it absorbs. Fitted.
-BLOCK_S_PER_FLOAT = 1.82e-9
+BLOCK_S_PER_FLOAT = 1.88e-9
 #: Seconds per copy × feature of edge post-processing (cap, non-zeros, COO packing). Fitted.
-ROW_S_PER_COPY_FEATURE = 2.7e-8
+ROW_S_PER_COPY_FEATURE = 2.6e-8
 
 
 @dataclass
