@@ -250,7 +250,7 @@ def estimate_attribution(
     transient = int(BYTES_PER_COPY_FEATURE * widest * n_features)
     cone = 1.0 if budgeted else 0.5
     feat_per_row = n_features * cone
-    if row_cap is None:  # dense rows over the features in each batch's cone
+    if row_cap is None or row_cap >= feat_per_row:  # dense rows over the features in the cone
         stored = int((n_targets + n_selected) * (feat_per_row + cone * (n_layers + 1) * n_pos) * 4)
     else:  # COO: capped feature edges plus every error and token edge
         stored = int((n_targets + n_selected) * (row_cap + cone * (n_layers + 1) * n_pos) * 12)
