@@ -135,7 +135,7 @@ print("RESULT " + json.dumps({
     "tokens": n_tokens, "wall": wall, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     "active": g.metadata["n_active_features"], "nodes": g.n_nodes, "edges": g.n_edges,
     "work": g.metadata["work"], "timings": g.metadata["timings"],
-    "estimate_gib": est.peak_gib, "estimate_s": est.seconds,
+    "estimate_gib": est.peak_gib, "estimate_s": est.seconds, "estimate_s_low": est.seconds_low,
     "dropped": g.metadata["dropped_edge_mass_fraction"],
 }))
 """
@@ -296,7 +296,10 @@ def format_table(rows: list[dict]) -> str:
         ref_wall = f"{rw:.1f} s" if rw else (ref.get("status", "–") if ref else "–")
         ref_mem = f"{rm:.2f} GiB" + ("" if ref.get("status") == "ok" else " (≥, killed)") if ref else "–"
         est = (
-            f"{ours['estimate_gib']:.2f} GiB / {ours['estimate_s']:.0f} s" if "estimate_gib" in ours else "–"
+            f"{ours['estimate_gib']:.2f} GiB / {ours.get('estimate_s_low', ours['estimate_s']):.0f}–"
+            f"{ours['estimate_s']:.0f} s"
+            if "estimate_gib" in ours
+            else "–"
         )
         lines.append(
             f"| {ours.get('tokens', r['n'])} | {r['budget']} | {f'{ow:.1f} s' if ow else ours.get('status', '–')} | "
