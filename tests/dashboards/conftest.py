@@ -13,6 +13,7 @@ import torch
 
 from tests.corpus.fixtures import build_fixture_corpus
 from tests.dashboards.token_features import token_model, token_transcoders
+from tests.factories.threads import one_thread  # noqa: F401  (autouse fixture)
 from tracewire.corpus import TokenCorpus
 from tracewire.dashboards import DashboardConfig, build_feature_store
 
@@ -21,14 +22,6 @@ CONFIG = DashboardConfig(
 )
 TOKENS = 2400
 BATCH_WINDOWS = 8
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

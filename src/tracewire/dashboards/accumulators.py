@@ -86,15 +86,7 @@ class RunningStats:
         }
 
     def load_state_dict(self, state: dict[str, Tensor], prefix: str) -> None:
-        for name in ("count", "total", "min", "max", "scale", "hist"):
-            current = getattr(self, name)
-            loaded = state[f"{prefix}{name}"]
-            if loaded.shape != current.shape or loaded.dtype != current.dtype:
-                raise ValueError(
-                    f"checkpoint tensor {prefix}{name}: {tuple(loaded.shape)} {loaded.dtype}, "
-                    f"expected {tuple(current.shape)} {current.dtype}"
-                )
-            setattr(self, name, loaded.to(current.device).clone())
+        _load_checked(self, state, prefix, ("count", "total", "min", "max", "scale", "hist"))
 
 
 class SlotSet:
@@ -203,13 +195,18 @@ class SlotSet:
         return {f"{prefix}{name}": getattr(self, name) for name in ("score", "value", "position", "window")}
 
     def load_state_dict(self, state: dict[str, Tensor], prefix: str) -> None:
-        for name in ("score", "value", "position", "window"):
-            current = getattr(self, name)
-            loaded = state[f"{prefix}{name}"]
-            if loaded.shape != current.shape or loaded.dtype != current.dtype:
-                raise ValueError(
-                    f"checkpoint tensor {prefix}{name}: {tuple(loaded.shape)} {loaded.dtype}, "
-                    f"expected {tuple(current.shape)} {current.dtype}"
-                )
-            setattr(self, name, loaded.to(current.device).clone())
+        _load_checked(self, state, prefix, ("score", "value", "position", "window"))
         self.floor = self.score.min(dim=1).values
+
+
+def _load_checked(owner: object, state: dict[str, Tensor], prefix: str, names: tuple[str, ...]) -> None:
+    """Replace ``owner``'s tensors ``names`` by the checkpoint's, refusing any shape/dtype change."""
+    for name in names:
+        current = getattr(owner, name)
+        loaded = state[f"{prefix}{name}"]
+        if loaded.shape != current.shape or loaded.dtype != current.dtype:
+            raise ValueError(
+                f"checkpoint tensor {prefix}{name}: {tuple(loaded.shape)} {loaded.dtype}, "
+                f"expected {tuple(current.shape)} {current.dtype}"
+            )
+        setattr(owner, name, loaded.to(current.device).clone())
