@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from tracewire.errors import InvalidArgumentError
 from tracewire.replacement.model import ReplacementModel
 from tracewire.replacement.state import FrozenRun
 
@@ -143,7 +144,7 @@ class Components:
 def compute_components(rm: ReplacementModel, run: FrozenRun, zero_positions: list[int]) -> Components:
     ts = rm.transcoders
     if ts is None:
-        raise ValueError("attribution needs transcoders: ReplacementModel(model, transcoders)")
+        raise InvalidArgumentError("attribution needs transcoders: ReplacementModel(model, transcoders)")
     n_layers = rm.n_layers
     inputs = [run.transcoder_inputs[layer][0] for layer in range(n_layers)]
     n_pos = inputs[0].shape[0]

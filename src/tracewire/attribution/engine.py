@@ -31,6 +31,7 @@ from tracewire.attribution.replays import ReplayCache
 from tracewire.attribution.rows import NodeSpace, RowBatch, RowRequest, compute_rows
 from tracewire.attribution.selection import WeightBlock, estimate_influence
 from tracewire.attribution.targets import Targets, TargetSpec, resolve_targets
+from tracewire.errors import InvalidArgumentError
 from tracewire.graph.graph import Graph
 from tracewire.models.loading import LoadedModel
 from tracewire.replacement.model import ReplacementModel
@@ -85,7 +86,7 @@ def attribute(
     """
     rm = model if isinstance(model, ReplacementModel) else ReplacementModel(model, transcoders)
     if rm.transcoders is None:
-        raise ValueError("attribute() needs transcoders: pass ReplacementModel(model, transcoders)")
+        raise InvalidArgumentError("attribute() needs transcoders: pass ReplacementModel(model, transcoders)")
     loaded = rm.loaded
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -106,7 +107,7 @@ def attribute(
     n_layers, n_pos, n_all = rm.n_layers, comps.n_pos, comps.n_features
     space = NodeSpace(n_all, n_layers, n_pos, len(resolved))
     if space.size >= 2**31:
-        raise ValueError(f"{space.size} nodes exceed the int32 edge index; use a shorter prompt")
+        raise InvalidArgumentError(f"{space.size} nodes exceed the int32 edge index; use a shorter prompt")
     timings["components"] = _lap(clock) - timings["forward"]
 
     budget = n_all if max_feature_nodes is None else min(max_feature_nodes, n_all)
@@ -116,7 +117,7 @@ def attribute(
     elif max_row_feature_edges is None or isinstance(max_row_feature_edges, int):
         row_cap = max_row_feature_edges
     else:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"max_row_feature_edges must be an int, None or 'auto', got {max_row_feature_edges!r}"
         )
     collected: list[RowBatch] = []

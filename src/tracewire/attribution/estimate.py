@@ -33,6 +33,7 @@ import torch
 from tracewire.attribution.components import BLOCK_CACHE_BYTES, BLOCK_CHUNK_BYTES
 from tracewire.attribution.engine import _capacity, auto_row_cap
 from tracewire.attribution.replays import REPLAY_CACHE_BYTES
+from tracewire.errors import InvalidArgumentError
 from tracewire.models.loading import LoadedModel
 from tracewire.replacement.frozen_attention import KEEP_PATTERN_BYTES
 
@@ -210,7 +211,7 @@ def estimate_attribution(
             n_targets = len(targets)
         activity = measured if active is None else _activity(active)
     elif n_tokens is None:
-        raise ValueError("estimate_attribution needs n_tokens or prompt")
+        raise InvalidArgumentError("estimate_attribution needs n_tokens or prompt")
     else:
         activity = measure_activity(loaded, transcoders) if active is None else _activity(active)
     n_layers, d_model = loaded.n_layers, loaded.d_model

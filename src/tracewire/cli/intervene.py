@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from tracewire.errors import TracewireError
+from tracewire.errors import InvalidArgumentError, TracewireError
 
 F = TypeVar("F", bound=Callable[..., Any])
 _DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16"}
@@ -42,7 +42,7 @@ def _load(model: str, transcoders: str, dtype: str, device: str) -> tuple[Any, A
     from tracewire.transcoders.io import load_transcoders
 
     if dtype not in _DTYPES:
-        raise ValueError(f"--dtype {dtype!r}: expected one of {', '.join(_DTYPES)}")
+        raise InvalidArgumentError(f"--dtype {dtype!r}: expected one of {', '.join(_DTYPES)}")
     torch_dtype = getattr(torch, _DTYPES[dtype])
     loaded = load_model(model, dtype=torch_dtype, device=device)
     ts = load_transcoders(
@@ -64,7 +64,9 @@ def parse_layers(text: str | None, n_layers: int) -> range | None:
             return range(int(lo) if lo else 0, int(hi) if hi else n_layers)
         return range(int(text), int(text) + 1)
     except ValueError:
-        raise ValueError(f"--constrained {text!r}: expected 'all', 'START:END' or one layer") from None
+        raise InvalidArgumentError(
+            f"--constrained {text!r}: expected 'all', 'START:END' or one layer"
+        ) from None
 
 
 @_clean_errors
@@ -117,7 +119,7 @@ def intervene_command(
     items += [parse_intervention(s.split("=")[0], "scale") for s in ablate or []]
     items += [parse_intervention(s, "add") for s in add or []]
     if not items:
-        raise ValueError("no interventions given: use --set, --scale, --ablate or --add")
+        raise InvalidArgumentError("no interventions given: use --set, --scale, --ablate or --add")
     loaded, ts = _load(model, transcoders, dtype, device)
     engine = Intervener(loaded, ts)
     clean = engine.clean(prompt)
@@ -186,7 +188,7 @@ def evaluate_command(
     graph = Graph.load(graph_path)
     model_spec = model or graph.metadata.get("model")
     if not model_spec:
-        raise ValueError(f"{graph_path} names no model in its metadata: pass --model")
+        raise InvalidArgumentError(f"{graph_path} names no model in its metadata: pass --model")
     loaded, ts = _load(str(model_spec), transcoders, dtype, device)
     report = evaluate_graph(graph, loaded, ts, k=k, n_random=n_random, fraction=fraction, seed=seed)
     report.metadata.update({"graph": str(graph_path), "model": str(model_spec), "transcoders": transcoders})

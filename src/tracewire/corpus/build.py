@@ -17,11 +17,9 @@ interrupted build never looks like a finished corpus.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from tracewire.atomic import atomic_write_json, atomic_write_with
 from tracewire.corpus.packages import CorpusError, RawPackages, default_raw_dir
 from tracewire.corpus.sources import Source
 from tracewire.corpus.text import fingerprint, split_long
@@ -59,30 +58,13 @@ def shard_name(index: int) -> str:
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to a temporary file in the same directory, then rename over ``path``."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
+    """``np.save`` (no pickle) to ``path``, atomically."""
+
+    def write(temp: str) -> None:
+        with open(temp, "wb") as stream:
             np.save(stream, array, allow_pickle=False)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=1)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write_with(path, write)
 
 
 def _tokenize(tokenizer: Any, texts: list[str]) -> list[list[int]]:

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from tracewire.corpus.build import DOCUMENTS, FORMAT, MANIFEST, TOKENIZER_DIR
 from tracewire.corpus.packages import CorpusError
+from tracewire.errors import InvalidArgumentError
 
 
 class TokenCorpus:
@@ -104,7 +105,7 @@ class TokenCorpus:
     def n_windows(self, seq_len: int) -> int:
         """How many whole windows of ``seq_len`` tokens (BOS included) the corpus holds."""
         if seq_len < 2:
-            raise ValueError(f"seq_len must be >= 2 (BOS + at least one token), got {seq_len}")
+            raise InvalidArgumentError(f"seq_len must be >= 2 (BOS + at least one token), got {seq_len}")
         return self.n_tokens // (seq_len - 1)
 
     def window(self, index: int, seq_len: int) -> Tensor:

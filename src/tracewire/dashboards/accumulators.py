@@ -29,6 +29,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from tracewire.errors import InvalidArgumentError
+
 WindowFn = Callable[[Tensor, Tensor], Tensor]
 _LAST = torch.iinfo(torch.int64).max  # sorts after every real position
 
@@ -38,7 +40,7 @@ class RunningStats:
 
     def __init__(self, n: int, n_bins: int = 256, device: torch.device | str = "cpu") -> None:
         if n_bins < 2 or n_bins & (n_bins - 1):
-            raise ValueError(f"n_bins must be a power of two >= 2, got {n_bins}")
+            raise InvalidArgumentError(f"n_bins must be a power of two >= 2, got {n_bins}")
         self.n, self.n_bins = n, n_bins
         self.count = torch.zeros(n, dtype=torch.int64, device=device)
         self.total = torch.zeros(n, dtype=torch.float64, device=device)
@@ -108,7 +110,7 @@ class SlotSet:
         score_dtype: torch.dtype = torch.float32,
     ) -> None:
         if k < 1 or width < 1:
-            raise ValueError(f"SlotSet needs k >= 1 and width >= 1, got k={k}, width={width}")
+            raise InvalidArgumentError(f"SlotSet needs k >= 1 and width >= 1, got k={k}, width={width}")
         self.n, self.k, self.width = n, k, width
         self.score = torch.full((n, k), float("-inf"), dtype=score_dtype, device=device)
         self.value = torch.zeros(n, k, dtype=torch.float32, device=device)
@@ -205,7 +207,7 @@ def _load_checked(owner: object, state: dict[str, Tensor], prefix: str, names: t
         current = getattr(owner, name)
         loaded = state[f"{prefix}{name}"]
         if loaded.shape != current.shape or loaded.dtype != current.dtype:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"checkpoint tensor {prefix}{name}: {tuple(loaded.shape)} {loaded.dtype}, "
                 f"expected {tuple(current.shape)} {current.dtype}"
             )

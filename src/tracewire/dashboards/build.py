@@ -41,6 +41,7 @@ from tracewire.dashboards.layer_job import LayerJob
 from tracewire.dashboards.logits import decoder_logits, readout_matrix
 from tracewire.dashboards.selection import FeatureSelection
 from tracewire.dashboards.store import FeatureStore, FeatureStoreError
+from tracewire.errors import InvalidArgumentError
 from tracewire.models.loading import LoadedModel
 from tracewire.transcoders.base import TranscoderSet
 
@@ -118,9 +119,9 @@ def build_feature_store(
     """
     config = config or DashboardConfig()
     if tokens < 1:
-        raise ValueError(f"tokens must be >= 1, got {tokens}")
+        raise InvalidArgumentError(f"tokens must be >= 1, got {tokens}")
     if batch_windows < 1:
-        raise ValueError(f"batch_windows must be >= 1, got {batch_windows}")
+        raise InvalidArgumentError(f"batch_windows must be >= 1, got {batch_windows}")
     if transcoders.n_layers != loaded.n_layers or transcoders.d_model != loaded.d_model:
         raise FeatureStoreError(
             f"transcoders ({transcoders.n_layers} layers, d_model {transcoders.d_model}) do not fit the "

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from tracewire.atomic import atomic_write_with
 from tracewire.dashboards.store import FeatureStoreError
 
 log = logging.getLogger(__name__)
@@ -47,16 +46,8 @@ def save_checkpoint(path: Path, build: dict[str, Any], windows_done: int, tensor
         "build": json.dumps(build, sort_keys=True),
         "windows_done": str(windows_done),
     }
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, temp, metadata=metadata)
-        with open(temp, "rb") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write_with(path, lambda temp: save_file(cpu, temp, metadata=metadata))
     log.info("checkpoint %s: %d windows done", path, windows_done)
 
 

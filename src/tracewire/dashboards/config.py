@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from tracewire.errors import InvalidArgumentError
+
 
 @dataclass(frozen=True)
 class DashboardConfig:
@@ -53,17 +55,19 @@ class DashboardConfig:
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"DashboardConfig.{name} must be a positive integer, got {value!r}")
+                raise InvalidArgumentError(
+                    f"DashboardConfig.{name} must be a positive integer, got {value!r}"
+                )
         for name in ("context_before", "context_after", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"DashboardConfig.{name} must be an integer >= 0, got {value!r}")
+                raise InvalidArgumentError(f"DashboardConfig.{name} must be an integer >= 0, got {value!r}")
         if self.n_fine_bins < 2 or self.n_fine_bins & (self.n_fine_bins - 1):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"DashboardConfig.n_fine_bins must be a power of two >= 2, got {self.n_fine_bins}"
             )
         if self.window > self.seq_len - 1:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"DashboardConfig: an example window of {self.window} tokens (context_before + 1 + "
                 f"context_after) does not fit in seq_len - 1 = {self.seq_len - 1} tokens after the BOS"
             )

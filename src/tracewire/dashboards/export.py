@@ -12,25 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from tracewire.atomic import atomic_write_text
 from tracewire.dashboards.store import FeatureStore
 
 log = logging.getLogger(__name__)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def export_feature_json(
@@ -50,7 +38,7 @@ def export_feature_json(
             missing.append((layer, feature))
             continue
         path = directory / f"{card.index}.json"
-        _atomic_write_text(path, json.dumps(card.to_json(), ensure_ascii=False, separators=(",", ":")))
+        atomic_write_text(path, json.dumps(card.to_json(), ensure_ascii=False, separators=(",", ":")))
         written.append(path)
     if missing:
         log.warning("%d requested features have no card in %s", len(missing), store.path)

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from tracewire.dashboards.accumulators import RunningStats, SlotSet
 from tracewire.dashboards.config import DashboardConfig
+from tracewire.errors import InvalidArgumentError
 from tracewire.transcoders.base import TranscoderSet
 
 _MASK32 = 0xFFFFFFFF
@@ -129,7 +130,7 @@ class LayerJob:
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         prefix = f"layer{self.layer}."
         if not torch.equal(state[f"{prefix}feature_ids"], self.feature_ids):
-            raise ValueError(f"checkpoint holds other features for layer {self.layer}")
+            raise InvalidArgumentError(f"checkpoint holds other features for layer {self.layer}")
         self.stats.load_state_dict(state, prefix + "stats.")
         self.top.load_state_dict(state, prefix + "top.")
         self.sample.load_state_dict(state, prefix + "sample.")

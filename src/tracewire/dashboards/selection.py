@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tracewire.errors import TracewireError
+from tracewire.errors import InvalidArgumentError, TracewireError
 
 
 class SelectionError(TracewireError):
@@ -65,7 +65,7 @@ class FeatureSelection:
                 elif "-" in feature_text:
                     start, stop = (int(x) for x in feature_text.split("-", 1))
                     if stop < start:
-                        raise ValueError("empty range")
+                        raise InvalidArgumentError("empty range")
                     pairs.extend((layer, f) for f in range(start, stop + 1))
                 else:
                     pairs.append((layer, int(feature_text)))

@@ -13,9 +13,7 @@ Steps (each reuses what an earlier run left in ``$TRACEWIRE_CACHE/demo`` or the 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 import torch
 
+from tracewire.atomic import atomic_write_json
 from tracewire.models.cache import cache_root
 
 log = logging.getLogger(__name__)
@@ -170,7 +169,7 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> dict[str, Any]
     timings["scores"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     report["timings"] = timings
-    _atomic_json(out / "report.json", report)
+    atomic_write_json(out / "report.json", report, default=str)
     return report
 
 
@@ -300,9 +299,3 @@ def _settings_json(settings: DemoSettings) -> dict[str, Any]:
         "dashboard_tokens": settings.dashboard_tokens,
         "torch": torch.__version__,
     }
-
-
-def _atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)

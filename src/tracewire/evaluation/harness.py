@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from tracewire.errors import InvalidArgumentError
 from tracewire.evaluation.budget_curve import BudgetCurve, budget_curve
 from tracewire.evaluation.perturbation import (
     SETTINGS,
@@ -78,7 +79,7 @@ def choose_features(
     """Top-``k`` feature nodes by influence, then ``n_random`` others drawn with ``seed``."""
     n_features = graph.n_features
     if k < 0 or n_random < 0:
-        raise ValueError(f"k and n_random must be >= 0, got k={k}, n_random={n_random}")
+        raise InvalidArgumentError(f"k and n_random must be >= 0, got k={k}, n_random={n_random}")
     order = torch.argsort(influence[:n_features], descending=True, stable=True)
     top = order[: min(k, n_features)].tolist()
     rest = order[len(top) :]
@@ -109,9 +110,9 @@ def evaluate_graph(
     """
     unknown = [name for name in settings if name not in SETTINGS]
     if unknown:
-        raise ValueError(f"unknown settings {unknown}; expected some of {', '.join(SETTINGS)}")
+        raise InvalidArgumentError(f"unknown settings {unknown}; expected some of {', '.join(SETTINGS)}")
     if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        raise InvalidArgumentError(f"fraction must be in (0, 1], got {fraction}")
     start = time.perf_counter()
     engine = model if isinstance(model, Intervener) else Intervener(model, transcoders)
     clean = engine.clean(graph.tokens, prepend_bos=False)

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from tracewire.errors import InvalidArgumentError
 from tracewire.evaluation.propagation import predicted_effects
 from tracewire.graph.graph import Graph
 from tracewire.interventions.api import Intervener
@@ -69,9 +70,11 @@ class AblationRecord:
 def check_graph_matches(graph: Graph, clean: CleanRun, *, rtol: float = 1e-3) -> None:
     """Raise ValueError unless the graph was made on this prompt with this model and these transcoders."""
     if not torch.equal(graph.tokens.cpu(), clean.tokens.cpu()):
-        raise ValueError("the graph's tokens differ from the prompt's clean run")
+        raise InvalidArgumentError("the graph's tokens differ from the prompt's clean run")
     if graph.n_layers != len(clean.activations):
-        raise ValueError(f"the graph has {graph.n_layers} layers but the model has {len(clean.activations)}")
+        raise InvalidArgumentError(
+            f"the graph has {graph.n_layers} layers but the model has {len(clean.activations)}"
+        )
     if graph.n_features == 0:
         return
     layer, pos, feat = graph.features.T
@@ -80,7 +83,7 @@ def check_graph_matches(graph: Graph, clean: CleanRun, *, rtol: float = 1e-3) ->
     tolerance = rtol * float(theirs.abs().max()) + 1e-5
     worst = float((mine - theirs).abs().max())
     if worst > tolerance:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"the graph's feature activations differ from these transcoders' by up to {worst:.3g} "
             f"(tolerance {tolerance:.3g}): was the graph made with this model and these transcoders?"
         )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tracewire.errors import GraphFormatError
+from tracewire.errors import GraphFormatError, InvalidArgumentError
 from tracewire.graph.graph import Graph
 
 
@@ -42,11 +42,11 @@ def predicted_effects(graph: Graph, sources: torch.Tensor, deltas: torch.Tensor)
     sources = torch.as_tensor(sources, dtype=torch.long).reshape(-1)
     deltas = torch.as_tensor(deltas, dtype=torch.float64).reshape(-1)
     if sources.shape != deltas.shape:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"sources {tuple(sources.shape)} and deltas {tuple(deltas.shape)} must have the same shape"
         )
     if sources.numel() and (int(sources.min()) < 0 or int(sources.max()) >= n_features):
-        raise ValueError(f"sources must be feature node indices in 0..{n_features - 1}")
+        raise InvalidArgumentError(f"sources must be feature node indices in 0..{n_features - 1}")
     n_sources = int(sources.numel())
 
     from_feature = graph.edge_sources < n_features

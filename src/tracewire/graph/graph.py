@@ -37,8 +37,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 
+from tracewire.atomic import atomic_write_bytes
 from tracewire.errors import GraphFormatError
-from tracewire.graph._atomic import atomic_write_bytes
 
 FORMAT_NAME = "tracewire-graph"
 FORMAT_VERSION = 1

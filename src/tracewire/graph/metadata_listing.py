@@ -15,8 +15,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from tracewire.atomic import atomic_write_bytes
 from tracewire.errors import GraphFormatError
-from tracewire.graph._atomic import atomic_write_bytes
 
 METADATA_FILE = "graph-metadata.json"
 

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 
 from tracewire._version import __version__
+from tracewire.atomic import atomic_write_bytes
 from tracewire.errors import GraphFormatError
-from tracewire.graph._atomic import atomic_write_bytes
 from tracewire.graph.graph import Graph
 from tracewire.graph.metadata_listing import METADATA_FILE, update_graph_metadata
 from tracewire.graph.neuronpedia_ids import (

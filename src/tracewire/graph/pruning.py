@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from tracewire.errors import InvalidArgumentError
 from tracewire.graph.graph import Graph
 from tracewire.graph.influence import (
     compute_dtype,
@@ -69,7 +70,7 @@ def prune_graph(graph: Graph, node_threshold: float = 0.8, edge_threshold: float
     """Node and edge masks keeping the given cumulative fractions of influence (see module doc)."""
     for name, value in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name}={value}; expected a fraction in [0, 1]")
+            raise InvalidArgumentError(f"{name}={value}; expected a fraction in [0, 1]")
     n_nodes = graph.n_nodes
     targets, sources = graph.edge_targets, graph.edge_sources
     dtype = compute_dtype(graph.edge_weights.dtype)
@@ -128,7 +129,7 @@ def subgraph(graph: Graph, result: PruneResult) -> Graph:
     order; ``metadata["pruned_from"]`` records the original feature and edge counts.
     """
     if result.node_mask.shape != (graph.n_nodes,) or result.edge_mask.shape != (graph.n_edges,):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"PruneResult masks have shapes {tuple(result.node_mask.shape)} / "
             f"{tuple(result.edge_mask.shape)}; "
             f"this graph needs ({graph.n_nodes},) / ({graph.n_edges},)"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tracewire.errors import InvalidArgumentError
 from tracewire.graph.graph import Graph
 from tracewire.graph.influence import (
     DEFAULT_MAX_ITERATIONS,
@@ -102,7 +103,7 @@ class ScoreContext:
         subset = torch.as_tensor(node_subset)
         if subset.dtype == torch.bool:
             if subset.shape not in ((self.n_nodes,), (self.n_features,)):
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"node_subset mask has shape {tuple(subset.shape)}; "
                     f"expected ({self.n_nodes},) over all nodes "
                     f"or ({self.n_features},) over features"
@@ -110,7 +111,7 @@ class ScoreContext:
             return subset[: self.n_features].clone()
         indices = subset.flatten().long()
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.n_nodes):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"node_subset has indices {int(indices.min())}..{int(indices.max())}; "
                 f"expected 0..{self.n_nodes - 1}"
             )

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from tracewire.errors import InvalidArgumentError
 from tracewire.interventions.clean_run import CleanRun, Recorder
 from tracewire.interventions.intervened_pass import InterventionPass, Propagation, Settings
 from tracewire.interventions.patching import Wiring
@@ -71,12 +72,12 @@ class Intervener:
         from tracewire.transcoders import sites
 
         if transcoders.n_layers != loaded.n_layers:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"transcoders have {transcoders.n_layers} layers but model {loaded.name!r} "
                 f"has {loaded.n_layers}"
             )
         if transcoders.d_model != loaded.d_model:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"transcoders expect d_model={transcoders.d_model} but model {loaded.name!r} has "
                 f"d_model={loaded.d_model}"
             )
@@ -208,11 +209,11 @@ class Intervener:
         reach them (open-ended slices such as ``slice(k, None)``).
         """
         if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+            raise InvalidArgumentError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+            raise InvalidArgumentError(f"temperature must be >= 0, got {temperature}")
         if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+            raise InvalidArgumentError(f"top_p must be in (0, 1], got {top_p}")
         items = as_interventions(interventions)
         check_interventions(
             items,
@@ -254,7 +255,7 @@ class Intervener:
         constrained = frozenset(int(layer) for layer in (constrained_layers or ()))
         bad = sorted(layer for layer in constrained if not 0 <= layer < self.n_layers)
         if bad:
-            raise ValueError(f"constrained_layers {bad} are outside 0..{self.n_layers - 1}")
+            raise InvalidArgumentError(f"constrained_layers {bad} are outside 0..{self.n_layers - 1}")
         if freeze_norms is None:
             freeze_norms = len(constrained) == self.n_layers
         return Settings(
@@ -294,7 +295,7 @@ def _unpack(model: Any, transcoders: Any | None) -> tuple[LoadedModel, Any]:
     if not isinstance(model, LoadedModel):
         raise TypeError(f"model must be a LoadedModel or ReplacementModel, got {type(model).__name__}")
     if transcoders is None:
-        raise ValueError("interventions need transcoders: pass transcoders=... (a TranscoderSet)")
+        raise InvalidArgumentError("interventions need transcoders: pass transcoders=... (a TranscoderSet)")
     return model, transcoders
 
 

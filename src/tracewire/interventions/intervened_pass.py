@@ -31,6 +31,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from tracewire.errors import InvalidArgumentError
 from tracewire.interventions.attention import AttentionFn
 from tracewire.interventions.clean_run import CleanRun
 from tracewire.interventions.patching import Live, Original
@@ -53,7 +54,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.propagate not in PROPAGATIONS:
-            raise ValueError(f"propagate must be one of {', '.join(PROPAGATIONS)}, got {self.propagate!r}")
+            raise InvalidArgumentError(
+                f"propagate must be one of {', '.join(PROPAGATIONS)}, got {self.propagate!r}"
+            )
 
 
 @dataclass

@@ -25,6 +25,8 @@ from typing import Literal
 
 import torch
 
+from tracewire.errors import InvalidArgumentError
+
 Operation = Literal["set", "scale", "add"]
 OPERATIONS: tuple[str, ...] = ("set", "scale", "add")
 Position = int | slice | tuple[int, ...]
@@ -42,13 +44,15 @@ class Intervention:
 
     def __post_init__(self) -> None:
         if self.op not in OPERATIONS:
-            raise ValueError(f"intervention op must be one of {', '.join(OPERATIONS)}, got {self.op!r}")
+            raise InvalidArgumentError(
+                f"intervention op must be one of {', '.join(OPERATIONS)}, got {self.op!r}"
+            )
         for name in ("layer", "feature"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"intervention {name} must be an int, got {value!r}")
+                raise InvalidArgumentError(f"intervention {name} must be an int, got {value!r}")
         if not isinstance(self.value, (int, float)) or not math.isfinite(float(self.value)):
-            raise ValueError(f"intervention value must be a finite number, got {self.value!r}")
+            raise InvalidArgumentError(f"intervention value must be a finite number, got {self.value!r}")
         position = self.position
         if isinstance(position, list):
             object.__setattr__(self, "position", tuple(position))
@@ -57,18 +61,22 @@ class Intervention:
             for part in ("start", "stop", "step"):
                 bound = getattr(position, part)
                 if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int)):
-                    raise ValueError(
+                    raise InvalidArgumentError(
                         f"intervention position slice {part} must be an int or None, got {bound!r}"
                     )
             if position.step is not None and position.step < 1:
-                raise ValueError(f"intervention position slice step must be >= 1, got {position.step}")
+                raise InvalidArgumentError(
+                    f"intervention position slice step must be >= 1, got {position.step}"
+                )
         elif isinstance(position, tuple):
             if not position or not all(isinstance(p, int) and not isinstance(p, bool) for p in position):
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"intervention positions must be a non-empty sequence of ints, got {position!r}"
                 )
         elif isinstance(position, bool) or not isinstance(position, int):
-            raise ValueError(f"intervention position must be an int, a slice or ints, got {position!r}")
+            raise InvalidArgumentError(
+                f"intervention position must be an int, a slice or ints, got {position!r}"
+            )
 
     # -- constructors ----------------------------------------------------------------------------
     @classmethod
@@ -155,7 +163,7 @@ def as_interventions(items: Iterable[InterventionLike]) -> list[Intervention]:
             layer, position, feature, value = item
             out.append(Intervention(int(layer), position, int(feature), "set", float(value)))
         else:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"intervention #{i} is {item!r}; expected an Intervention or a "
                 "(layer, position, feature, value) tuple"
             )
@@ -177,9 +185,9 @@ def check_interventions(
     for item in interventions:
         where = f"intervention {item.describe()}"
         if not 0 <= item.layer < n_layers:
-            raise ValueError(f"{where}: layer {item.layer} is outside 0..{n_layers - 1}")
+            raise InvalidArgumentError(f"{where}: layer {item.layer} is outside 0..{n_layers - 1}")
         if not 0 <= item.feature < d_transcoder:
-            raise ValueError(f"{where}: feature {item.feature} is outside 0..{d_transcoder - 1}")
+            raise InvalidArgumentError(f"{where}: feature {item.feature} is outside 0..{d_transcoder - 1}")
         items: tuple[int, ...] = ()
         if isinstance(item.position, int):
             items = (item.position,)
@@ -188,13 +196,15 @@ def check_interventions(
         for p in items:
             absolute = p + n_prompt if p < 0 else p
             if not 0 <= absolute < n_positions:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"{where}: position {p} is outside the sequence ({n_positions} positions: "
                     f"0..{n_positions - 1}, or -{n_prompt}..-1 from the end of the prompt)"
                 )
         closed = isinstance(item.position, slice) and not item.open_ended
         if closed and not item.positions(0, n_positions, n_prompt):
-            raise ValueError(f"{where}: the slice selects no position of the {n_positions}-position sequence")
+            raise InvalidArgumentError(
+                f"{where}: the slice selects no position of the {n_positions}-position sequence"
+            )
 
 
 def parse_intervention(text: str, op: Operation) -> Intervention:
@@ -207,7 +217,7 @@ def parse_intervention(text: str, op: Operation) -> Intervention:
     parts = lhs.split(":")
     hint = f"{text!r}: expected LAYER:POSITION:FEATURE=VALUE, e.g. 3:-1:120=5.0 or 3:4::120=0"
     if len(parts) < 3:
-        raise ValueError(hint)
+        raise InvalidArgumentError(hint)
     try:
         layer, feature = int(parts[0]), int(parts[-1])
         position = _parse_position(":".join(parts[1:-1]))
@@ -216,10 +226,10 @@ def parse_intervention(text: str, op: Operation) -> Intervention:
         elif op == "scale":
             value = 0.0
         else:
-            raise ValueError("missing =VALUE")
+            raise InvalidArgumentError("missing =VALUE")
         return Intervention(layer, position, feature, op, value)
     except ValueError as exc:
-        raise ValueError(f"{hint} ({exc})") from exc
+        raise InvalidArgumentError(f"{hint} ({exc})") from exc
 
 
 def _parse_position(text: str) -> Position:
@@ -229,7 +239,7 @@ def _parse_position(text: str) -> Position:
     if ":" in text:
         pieces = text.split(":")
         if len(pieces) > 3:
-            raise ValueError(f"bad position slice {text!r}")
+            raise InvalidArgumentError(f"bad position slice {text!r}")
         bounds = [int(p) if p.strip() else None for p in pieces]
         return slice(*bounds)
     if "," in text:

@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from tracewire.errors import UnsupportedArchitectureError
+from tracewire.errors import InvalidArgumentError, UnsupportedArchitectureError
 
 NormKind = Literal["rms", "rms_offset", "layernorm"]
 SITES = ("resid_mid", "mlp_in", "mlp_out", "mlp_block_out")
@@ -114,7 +114,7 @@ class Adapter:
             if self.post_mlp_norm is not None:
                 return _get(layer, self.post_mlp_norm), "output"
             return _get(layer, self.mlp), "output"
-        raise ValueError(f"unknown site {site!r}; expected one of {SITES}")
+        raise InvalidArgumentError(f"unknown site {site!r}; expected one of {SITES}")
 
     # -- numbers ---------------------------------------------------------------------------------
     def logit_softcap(self, config: object) -> float | None:

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 
@@ -28,24 +25,3 @@ def file_key(path: Path) -> str:
     digest = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in path.stem)
     return f"{stem}-{digest}"
-
-
-def atomic_directory(final: Path, build: Callable[[Path], None]) -> Path:
-    """Create ``final`` by calling ``build(tmp_dir)`` and renaming the result into place.
-
-    If another process created ``final`` meanwhile, its result is kept and ours discarded.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    tmp.chmod(0o755)
-    try:
-        build(tmp)
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not final.exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final

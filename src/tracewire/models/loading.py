@@ -23,9 +23,10 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from tracewire.errors import ModelLoadError
+from tracewire.atomic import atomic_directory
+from tracewire.errors import InvalidArgumentError, ModelLoadError
 from tracewire.models.adapters import Adapter, adapter_for
-from tracewire.models.cache import atomic_directory, cache_root, file_key
+from tracewire.models.cache import cache_root, file_key
 from tracewire.models.tokens import choose_bos_token_id
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class LoadedModel:
         if prepend_bos and self.bos_token_id is not None and (not ids or ids[0] != self.bos_token_id):
             ids = [self.bos_token_id, *ids]
         if not ids:
-            raise ValueError("empty prompt: nothing to encode")
+            raise InvalidArgumentError("empty prompt: nothing to encode")
         return torch.tensor(ids, dtype=torch.long)
 
     def token_strings(self, ids: torch.Tensor | list[int]) -> list[str]:
@@ -103,7 +104,9 @@ class LoadedModel:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             pieces = [self.tokenizer.decode([i]) for i in ids]
-            raise ValueError(f"{text!r} is not a single token for {self.name}: it splits into {pieces}")
+            raise InvalidArgumentError(
+                f"{text!r} is not a single token for {self.name}: it splits into {pieces}"
+            )
         return int(ids[0])
 
 

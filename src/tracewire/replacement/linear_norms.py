@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tracewire.errors import InvalidArgumentError
 from tracewire.models.adapters import NormKind
 
 
@@ -39,4 +40,4 @@ def linear_norm(kind: NormKind, module: nn.Module, x: torch.Tensor, scale: torch
         if bias is not None:
             out = out + bias.float()
         return out.to(x.dtype)
-    raise ValueError(f"unknown norm kind {kind!r}")
+    raise InvalidArgumentError(f"unknown norm kind {kind!r}")

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tracewire.errors import TranscoderFormatError
+from tracewire.errors import InvalidArgumentError, TranscoderFormatError
 from tracewire.models.loading import LoadedModel
 from tracewire.replacement import state as st
 from tracewire.replacement.frozen_attention import frozen_attention
@@ -91,7 +91,9 @@ class ReplacementModel:
         """
         length = length if length is not None else state.n_pos
         if length > state.n_pos:
-            raise ValueError(f"replay length {length} exceeds the recorded prompt ({state.n_pos} positions)")
+            raise InvalidArgumentError(
+                f"replay length {length} exceeds the recorded prompt ({state.n_pos} positions)"
+            )
         if embeddings is not None:
             batch = embeddings.shape[0]
             ids = state.tokens[:length].to(self.loaded.device).expand(batch, length)

@@ -23,8 +23,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from tracewire.errors import GraphFormatError
-from tracewire.graph._atomic import atomic_write_bytes
+from tracewire.atomic import atomic_write_bytes
+from tracewire.errors import GraphFormatError, InvalidArgumentError
 from tracewire.graph.graph import Graph
 from tracewire.graph.neuronpedia import dumps, from_neuronpedia_json, to_neuronpedia_json
 from tracewire.graph.neuronpedia_ids import IMPORT_KEY, node_ids
@@ -44,7 +44,7 @@ _VIEWS_PER_GRAPH = 4
 _GRAPHS_KEPT = 4
 
 
-class UnknownNodesError(ValueError):
+class UnknownNodesError(InvalidArgumentError):
     """Node ids that the graph does not have (a 422 for the client)."""
 
     def __init__(self, unknown: Sequence[str]) -> None:

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tracewire.errors import InvalidArgumentError
+
 #: Node ids are short ("12_3456_7", "E_13_0"); anything longer is not a node id.
 NodeId = Annotated[str, Field(min_length=1, max_length=200)]
 #: At most this many pinned nodes (the UI's subgraph is for reading, not for whole graphs).
@@ -133,14 +135,14 @@ class SteerIntervention(BaseModel):
     @classmethod
     def _finite(cls, value: float) -> float:
         if not math.isfinite(value) or abs(value) > 1e6:
-            raise ValueError("value must be a finite number with |value| <= 1e6")
+            raise InvalidArgumentError("value must be a finite number with |value| <= 1e6")
         return value
 
     @field_validator("position")
     @classmethod
     def _bounded(cls, value: int | str) -> int | str:
         if isinstance(value, int) and abs(value) > 1_000_000:
-            raise ValueError("position is out of range")
+            raise InvalidArgumentError("position is out of range")
         return value
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from tracewire.errors import InvalidArgumentError
 from tracewire.interventions.api import Intervener
 from tracewire.interventions.clean_run import CleanRun
 from tracewire.interventions.spec import Intervention
@@ -24,7 +25,7 @@ from tracewire.server.serial_worker import SerialWorker
 _CLEAN_RUNS_KEPT = 8
 
 
-class SteeringError(ValueError):
+class SteeringError(InvalidArgumentError):
     """The request cannot be run on this model (a 422 for the client)."""
 
 

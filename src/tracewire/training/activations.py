@@ -28,7 +28,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from tracewire.atomic import atomic_write_with
 from tracewire.corpus import TokenCorpus
+from tracewire.errors import InvalidArgumentError
 from tracewire.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -130,7 +132,7 @@ class ModelActivations:
         total = corpus.n_windows(seq_len)
         self.n_train_windows = total - eval_windows
         if self.n_train_windows < batch_windows:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"corpus {corpus.directory} has {total} windows of {seq_len} tokens: too few for "
                 f"{eval_windows} held-out + a batch of {batch_windows}"
             )
@@ -142,7 +144,9 @@ class ModelActivations:
     def window_indices(self, step: int, rank: int = 0, world: int = 1) -> list[int]:
         """Corpus windows of ``step`` that ``rank`` of ``world`` reads."""
         if self.batch_windows % world:
-            raise ValueError(f"batch_windows={self.batch_windows} is not divisible by the {world} DDP ranks")
+            raise InvalidArgumentError(
+                f"batch_windows={self.batch_windows} is not divisible by the {world} DDP ranks"
+            )
         share = self.batch_windows // world
         first = step * self.batch_windows + rank * share
         return [(first + j) % self.n_train_windows for j in range(share)]
@@ -176,9 +180,8 @@ class CachedActivations:
             return data["inputs"], data["targets"]
         assert callable(compute)
         x, y = compute()
-        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({"inputs": x.contiguous(), "targets": y.contiguous()}, str(temp))
-        os.replace(temp, path)
+        tensors = {"inputs": x.contiguous(), "targets": y.contiguous()}
+        atomic_write_with(path, lambda temp: save_file(tensors, temp))
         return x, y
 
     def batch(self, step: int, rank: int = 0, world: int = 1) -> tuple[Tensor, Tensor]:

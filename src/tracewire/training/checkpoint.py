@@ -20,7 +20,8 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
-from tracewire.graph._atomic import atomic_write_bytes
+from tracewire.atomic import atomic_write_bytes
+from tracewire.errors import InvalidArgumentError
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def load_checkpoint(directory: Path) -> Checkpoint | None:
         pointer = json.loads(latest.read_text("utf-8"))
         state = json.loads((directory / pointer["state"]).read_text("utf-8"))
     except (json.JSONDecodeError, KeyError, FileNotFoundError) as exc:
-        raise ValueError(f"{latest}: unreadable checkpoint pointer or state ({exc})") from exc
+        raise InvalidArgumentError(f"{latest}: unreadable checkpoint pointer or state ({exc})") from exc
     tensors = load_file(str(directory / pointer["tensors"]))
     return Checkpoint(step=int(pointer["step"]), tensors=tensors, state=state)
 

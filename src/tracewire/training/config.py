@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from tracewire.errors import InvalidArgumentError
+
 KINDS = ("plt", "skip-plt", "clt")
 ACTIVATIONS = ("jumprelu", "relu", "topk", "batchtopk")
 # Fields whose change would make a checkpoint's tensors mean something else.
@@ -62,20 +64,22 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+            raise InvalidArgumentError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+            raise InvalidArgumentError(
+                f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
+            )
         if self.activation in ("topk", "batchtopk") and (self.k is None or not 0 < self.k <= self.features):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"activation {self.activation!r} needs k in [1, features={self.features}], got k={self.k!r}"
             )
         for name in ("features", "tokens", "batch_windows", "checkpoint_every", "log_every", "stats_batches"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+                raise InvalidArgumentError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.skip_init not in ("lstsq", "zero"):
-            raise ValueError(f"skip_init must be 'lstsq' or 'zero', got {self.skip_init!r}")
+            raise InvalidArgumentError(f"skip_init must be 'lstsq' or 'zero', got {self.skip_init!r}")
         if self.seq_len < 2:
-            raise ValueError(f"seq_len must be >= 2 (BOS + one token), got {self.seq_len}")
+            raise InvalidArgumentError(f"seq_len must be >= 2 (BOS + one token), got {self.seq_len}")
 
     @property
     def has_skip(self) -> bool:
@@ -108,7 +112,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown TrainConfig field(s): {', '.join(unknown)}")
+            raise InvalidArgumentError(f"unknown TrainConfig field(s): {', '.join(unknown)}")
         return cls(**data)
 
     def replace(self, **changes: Any) -> TrainConfig:

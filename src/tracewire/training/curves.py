@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from tracewire.graph._atomic import atomic_write_bytes
+from tracewire.atomic import atomic_write_bytes, atomic_write_with
 
 PANELS = (("loss", "loss"), ("nmse", "NMSE (FVU), mean over layers"), ("l0", "L0 per layer"),
           ("dead_frac", "dead fraction"))  # fmt: skip
@@ -42,11 +40,4 @@ def write_curves(directory: Path, records: list[dict[str, Any]], title: str = ""
 
 def save_png(fig: Any, path: Path) -> None:
     """Save a matplotlib figure atomically (temp file + rename)."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(handle)
-    try:
-        fig.savefig(temp, dpi=100)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write_with(path, lambda temp: fig.savefig(temp, dpi=100, format="png"))

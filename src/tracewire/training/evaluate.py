@@ -30,8 +30,9 @@ import torch.nn.functional as fn
 from torch import Tensor
 from tqdm import tqdm
 
+from tracewire.atomic import atomic_write_bytes
 from tracewire.corpus import TokenCorpus
-from tracewire.graph._atomic import atomic_write_bytes
+from tracewire.errors import InvalidArgumentError
 from tracewire.models.loading import LoadedModel
 from tracewire.training.activations import layer_activations
 from tracewire.training.curves import save_png
@@ -48,7 +49,7 @@ def spliced(loaded: LoadedModel, ts: TranscoderSet, mode: SpliceMode = "replace"
     model, adapter = loaded.model, loaded.adapter
     n_layers = loaded.n_layers
     if ts.n_layers != n_layers or ts.d_model != loaded.d_model:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"transcoder set has {ts.n_layers} layers x d_model {ts.d_model}, "
             f"model {loaded.name!r} has {n_layers} x {loaded.d_model}"
         )
@@ -92,7 +93,7 @@ def spliced(loaded: LoadedModel, ts: TranscoderSet, mode: SpliceMode = "replace"
             handles.append(module.register_forward_hook(in_hook))
         out_module, out_side = adapter.site_module(model, layer, ts.config.output_site)
         if out_side != "output":
-            raise ValueError(f"output site {ts.config.output_site!r} is not a module output")
+            raise InvalidArgumentError(f"output site {ts.config.output_site!r} is not a module output")
 
         def out_hook(_m, _a, output, layer=layer):  # type: ignore[no-untyped-def]
             if isinstance(output, tuple):
@@ -154,7 +155,7 @@ def evaluate_transcoders(
     total = corpus.n_windows(seq_len)
     first = total - n_windows if start is None else start
     if first < 0 or first + n_windows > total:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"windows {first}..{first + n_windows} outside the corpus's {total} windows of {seq_len}"
         )
     L, F = ts.n_layers, ts.d_transcoder

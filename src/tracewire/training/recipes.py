@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from tracewire.corpus import TokenCorpus, build_corpus, default_corpus_dir, select_sources
+from tracewire.errors import InvalidArgumentError
 from tracewire.models.loading import LoadedModel
 from tracewire.training.activations import ActivationSource, CachedActivations, ModelActivations
 from tracewire.training.config import TrainConfig, fast_default_config
@@ -39,7 +40,9 @@ def ensure_corpus(loaded: LoadedModel, corpus_dir: str | os.PathLike[str] | None
     directory = Path(corpus_dir) if corpus_dir is not None else default_corpus_dir(loaded.name)
     if not (directory / "manifest.json").exists():
         if loaded.bos_token_id is None:
-            raise ValueError(f"model {loaded.name!r} has no BOS token to separate corpus documents with")
+            raise InvalidArgumentError(
+                f"model {loaded.name!r} has no BOS token to separate corpus documents with"
+            )
         log.info("no corpus at %s: building the default corpus (one time)", directory)
         build_corpus(directory, tokenizer=loaded.tokenizer, bos_token_id=loaded.bos_token_id,
                      model_name=loaded.name, sources=select_sources(None))  # fmt: skip

@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from tracewire.graph._atomic import atomic_write_bytes
+from tracewire.atomic import atomic_write_bytes
+from tracewire.errors import InvalidArgumentError
 from tracewire.training import distributed
 from tracewire.training.activations import ActivationSource
 from tracewire.training.checkpoint import (
@@ -129,7 +130,9 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig) -> None:
         details = ", ".join(
             f"{f}: checkpoint {saved.get(f)!r} vs now {getattr(config, f)!r}" for f in changed
         )
-        raise ValueError(f"cannot resume: the checkpoint was trained with a different structure ({details})")
+        raise InvalidArgumentError(
+            f"cannot resume: the checkpoint was trained with a different structure ({details})"
+        )
 
 
 @torch.no_grad()
@@ -178,7 +181,7 @@ def train_transcoders(
     out = Path(out_dir).expanduser()
     ckpt_dir = out / CHECKPOINT_DIR
     if not resume and (out / "config.yaml").exists():  # checked on every rank, so all of them stop
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{out} already holds a transcoder set (config.yaml); train into a new directory, "
             "or pass resume=True (--resume) to continue the run that wrote it"
         )

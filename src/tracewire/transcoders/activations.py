@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from tracewire.errors import InvalidArgumentError
+
 ACTIVATION_NAMES: tuple[str, ...] = ("jumprelu", "relu", "topk")
 
 
@@ -66,9 +68,11 @@ class JumpReLU(Activation):
     def __init__(self, threshold: Tensor, bandwidth: float = 0.1) -> None:
         super().__init__()
         if threshold.ndim != 1:
-            raise ValueError(f"JumpReLU threshold must be 1-D [d_tc], got shape {tuple(threshold.shape)}")
+            raise InvalidArgumentError(
+                f"JumpReLU threshold must be 1-D [d_tc], got shape {tuple(threshold.shape)}"
+            )
         if bandwidth <= 0:
-            raise ValueError(f"JumpReLU bandwidth must be > 0, got {bandwidth}")
+            raise InvalidArgumentError(f"JumpReLU bandwidth must be > 0, got {bandwidth}")
         self.threshold = nn.Parameter(threshold, requires_grad=threshold.requires_grad)
         self.bandwidth = float(bandwidth)
 
@@ -101,12 +105,12 @@ class TopK(Activation):
     def __init__(self, k: int) -> None:
         super().__init__()
         if int(k) <= 0:
-            raise ValueError(f"TopK k must be a positive integer, got {k}")
+            raise InvalidArgumentError(f"TopK k must be a positive integer, got {k}")
         self.k = int(k)
 
     def forward(self, pre: Tensor) -> Tensor:
         if self.k > pre.shape[-1]:
-            raise ValueError(f"TopK k={self.k} exceeds the number of features {pre.shape[-1]}")
+            raise InvalidArgumentError(f"TopK k={self.k} exceeds the number of features {pre.shape[-1]}")
         values, indices = pre.topk(self.k, dim=-1, sorted=False)
         return torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
 
@@ -118,12 +122,12 @@ def make_activation(name: str, *, threshold: Tensor | None = None, k: int | None
     """Build the activation module called ``name`` from its parameters (threshold or k)."""
     if name == "jumprelu":
         if threshold is None:
-            raise ValueError("activation 'jumprelu' needs a threshold tensor")
+            raise InvalidArgumentError("activation 'jumprelu' needs a threshold tensor")
         return JumpReLU(threshold)
     if name == "relu":
         return ReLU()
     if name == "topk":
         if k is None:
-            raise ValueError("activation 'topk' needs k")
+            raise InvalidArgumentError("activation 'topk' needs k")
         return TopK(k)
-    raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATION_NAMES)}")
+    raise InvalidArgumentError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATION_NAMES)}")

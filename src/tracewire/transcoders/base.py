@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from tracewire.errors import TranscoderFormatError
+from tracewire.errors import InvalidArgumentError, TranscoderFormatError
 from tracewire.transcoders.activations import ACTIVATION_NAMES, Activation, make_activation
 from tracewire.transcoders.lazy_rows import LazyRows
 from tracewire.transcoders.sites import input_site, output_site
@@ -223,7 +223,9 @@ class TranscoderSet(nn.Module, ABC):
     def encode_sparse(self, layer: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Non-zero activations of x [n_pos, d_model]: (pos_idx, feat_idx, values) sorted by (pos, feat)."""
         if x.ndim != 2:
-            raise ValueError(f"encode_sparse expects x of shape [n_pos, d_model], got {tuple(x.shape)}")
+            raise InvalidArgumentError(
+                f"encode_sparse expects x of shape [n_pos, d_model], got {tuple(x.shape)}"
+            )
         acts = self.encode(layer, x)
         pos_idx, feat_idx = acts.nonzero(as_tuple=True)  # row-major order: sorted by (pos, feat)
         return pos_idx, feat_idx, acts[pos_idx, feat_idx]
@@ -287,9 +289,13 @@ class TranscoderSet(nn.Module, ABC):
         where ``acts[i] = encode(i, inputs[i])`` unless given. ``mlp_out - out[l]`` is the error node.
         """
         if len(inputs) != self.n_layers:
-            raise ValueError(f"reconstruct needs {self.n_layers} inputs (one per layer), got {len(inputs)}")
+            raise InvalidArgumentError(
+                f"reconstruct needs {self.n_layers} inputs (one per layer), got {len(inputs)}"
+            )
         if acts is not None and len(acts) != self.n_layers:
-            raise ValueError(f"reconstruct needs {self.n_layers} activation tensors, got {len(acts)}")
+            raise InvalidArgumentError(
+                f"reconstruct needs {self.n_layers} activation tensors, got {len(acts)}"
+            )
         out = [self.b_dec[layer] + self.skip(layer, x) for layer, x in enumerate(inputs)]
         for layer, x in enumerate(inputs):
             layer_acts = self.encode(layer, x) if acts is None else acts[layer]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from tracewire.errors import InvalidArgumentError
 from tracewire.models.loading import LoadedModel
 from tracewire.transcoders.base import LayerWeights, TranscoderConfig
 from tracewire.transcoders.per_layer import PerLayerTranscoders
@@ -44,7 +45,7 @@ def calibrated_random_plt(
 ) -> PerLayerTranscoders:
     """Per-layer transcoders for ``loaded`` reading ``mlp.hook_in`` and writing ``mlp.hook_out``."""
     if activation not in ("relu", "jumprelu"):
-        raise ValueError(f"activation must be 'relu' or 'jumprelu', got {activation!r}")
+        raise InvalidArgumentError(f"activation must be 'relu' or 'jumprelu', got {activation!r}")
     generator = torch.Generator().manual_seed(seed)
     ids = loaded.encode(text)[None].to(loaded.device)
     model, adapter = loaded.model, loaded.adapter

@@ -10,8 +10,6 @@ leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_to_bytes
 
+from tracewire.atomic import atomic_write_bytes
 from tracewire.errors import TranscoderFormatError
 
 # safetensors header dtype strings -> torch dtypes (for checks done without reading the data).
@@ -113,29 +112,13 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-def write_bytes_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary sibling file and ``os.replace``."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600 files; weights are not secrets
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-
-
 def write_safetensors_atomically(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Save ``tensors`` (moved to CPU, made contiguous) as a safetensors file, atomically."""
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    write_bytes_atomically(path, safetensors_to_bytes(cpu))
+    atomic_write_bytes(path, safetensors_to_bytes(cpu))
 
 
 def write_yaml_atomically(path: Path, data: dict[str, Any]) -> None:
     """Save a mapping as YAML (keys in insertion order), atomically."""
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
-    write_bytes_atomically(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"))
