@@ -10,8 +10,9 @@ from tracewire.graph.graph import Graph
 from tracewire.replacement.model import ReplacementModel
 from tracewire.transcoders.synthetic import random_clt, random_plt
 
-#: Gemma-2's real cap (50) never bends tiny models' scores; this one does (scores reach ~±3).
-TINY_SOFTCAP = 2.0
+#: Gemma-2's real cap (50) never bends tiny models' scores (|s| < 1 with query_pre_attn_scalar
+#: 256); this one does.
+TINY_SOFTCAP = 0.25
 
 
 @functools.cache

@@ -66,7 +66,9 @@ def _hold(rm: ReplacementModel, held: dict[int, list[int]]) -> Iterator[None]:
             handle.remove()
 
 
-def head_part_adjacency(rm: ReplacementModel, graph: Graph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def head_part_adjacency(
+    rm: ReplacementModel, graph: Graph
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Dense ``(edges, direct [N, N], heads [L, H, N, N])`` measured by holding head outputs."""
     state, emb = _perturbed(rm, graph)
     n_layers, n_heads = rm.n_layers, head_geometry(rm).n_heads
@@ -90,7 +92,7 @@ def head_part_adjacency(rm: ReplacementModel, graph: Graph) -> tuple[torch.Tenso
 
 
 def qk_jacobians(rm: ReplacementModel, graph: Graph, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per oracle source: its part of layer ``layer``'s queries ``[S, H, P, dh]`` and keys ``[S, Hkv, P, dh]``.
+    """Each oracle source's part of layer ``layer``'s queries ``[S, H, P, dh]`` and keys ``[S, Hkv, P, dh]``.
 
     Oracle sources are in graph order: feature nodes, errors, tokens (``tests.attribution.oracle``).
     """
@@ -105,7 +107,9 @@ def qk_jacobians(rm: ReplacementModel, graph: Graph, layer: int) -> tuple[torch.
     def forward(d_emb: torch.Tensor, *d_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         constants = {lay: state.mlp_constants[lay] + d[None] for lay, d in zip(layers, d_out)}
         with capture_attention(rm, [layer]) as cap:
-            rm.replay(_with_constants(state, constants), embeddings=emb0 + d_emb[None], stop_after_layer=layer)
+            rm.replay(
+                _with_constants(state, constants), embeddings=emb0 + d_emb[None], stop_after_layer=layer
+            )
             q, k = projector.project(cap.hidden[layer], cap.rotary[layer])
         return q[0], k[0]
 

@@ -11,7 +11,7 @@ with ``Q_i`` the part of the query that source ``i`` makes (the Jacobian of ``q`
 source's vector) and ``Q_c`` everything constant (biases, ``b_dec``, learned positions, the
 zeroed BOS position's MLP outputs). The pre-softmax score (before any softcap) is bilinear:
 
-    s = scaling · q·k = Σ_ij scaling Q_i·K_j  +  scaling Σ_i Q_i·K_c  +  scaling Q_c·Σ_j K_j  +  scaling Q_c·K_c
+    s / scaling = q·k = Σ_ij Q_i·K_j  +  Σ_i Q_i·K_c  +  Q_c·Σ_j K_j  +  Q_c·K_c
 
 the *pair table* plus three constant terms, exactly. Marginals: a query-side source's total is
 ``scaling Q_i·k`` (its pairs plus its pair with the key constant), a key-side source's
@@ -132,7 +132,11 @@ class QKAttribution:
             best_val, best_idx = best_val[keep], best_idx[keep]
         order = torch.argsort(best_val.abs(), descending=True)
         return [
-            (int(self.query_sources[int(best_idx[i]) // nk]), int(self.key_sources[int(best_idx[i]) % nk]), float(best_val[i]))
+            (
+                int(self.query_sources[int(best_idx[i]) // nk]),
+                int(self.key_sources[int(best_idx[i]) % nk]),
+                float(best_val[i]),
+            )
             for i in order
         ]
 
@@ -160,7 +164,9 @@ class QKAttribution:
             "constants": self.constants(),
             "pair_total": self.pair_total(),
             "listed_pair_total": sum(v for _, _, v in pairs),
-            "pairs": [{"query_source": describe(i), "key_source": describe(j), "value": v} for i, j, v in pairs],
+            "pairs": [
+                {"query_source": describe(i), "key_source": describe(j), "value": v} for i, j, v in pairs
+            ],
             "query_marginals": top_marginals(self.query_marginals(), self.query_sources),
             "query_constant_marginal": float(self.scaling * self.query_constant @ self.key_vector),
             "key_marginals": top_marginals(self.key_marginals(), self.key_sources),
@@ -222,7 +228,9 @@ def qk_attribution(
     keys = [int(k) for k in keys]
     for key in keys:
         if not 0 <= key <= query:
-            raise InvalidArgumentError(f"key position {key} must lie in 0..{query} (causal: at or before the query)")
+            raise InvalidArgumentError(
+                f"key position {key} must lie in 0..{query} (causal: at or before the query)"
+            )
     jq, jk, q_val, k_val = _jacobians(ctx, scored, keys)
     return [_split(ctx, scored, key, jq, jk[m], q_val, k_val[key]) for m, key in enumerate(keys)]
 

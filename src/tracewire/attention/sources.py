@@ -159,10 +159,14 @@ class TraceContext:
     sources: Sources
 
     @staticmethod
-    def build(graph: Graph, model: ReplacementModel | LoadedModel, transcoders: Any | None = None) -> TraceContext:
+    def build(
+        graph: Graph, model: ReplacementModel | LoadedModel, transcoders: Any | None = None
+    ) -> TraceContext:
         rm = model if isinstance(model, ReplacementModel) else ReplacementModel(model, transcoders)
         if rm.transcoders is None:
-            raise InvalidArgumentError("attention explanations need transcoders: pass the graph's transcoders")
+            raise InvalidArgumentError(
+                "attention explanations need transcoders: pass the graph's transcoders"
+            )
         if rm.n_layers != graph.n_layers:
             raise InvalidArgumentError(
                 f"graph has {graph.n_layers} layers but the model has {rm.n_layers}: not this model's graph"
