@@ -23,7 +23,7 @@ def _close(got: torch.Tensor, want: torch.Tensor, scale: torch.Tensor) -> None:
 def test_loadings_sum_to_every_edge_and_match_head_interventions(arch: str) -> None:
     rm, graph = traced(arch)
     loadings = head_loadings(graph, rm, progress=False)
-    assert loadings.edges.numel() == graph.n_edges > 500
+    assert loadings.targets.numel() == graph.n_edges > 500
     # 1. exact: direct + every head = the edge the engine computed
     _close(loadings.total, graph.edge_weights, graph.edge_weights)
     # 2. each part = the intervention that removes that head's output (later layers held)
@@ -43,7 +43,8 @@ def test_skipless_transcoders_and_a_subset_of_edges() -> None:
     loadings = head_loadings(graph, rm, edges=pick, progress=False)
     _close(loadings.total, graph.edge_weights[pick], graph.edge_weights[pick])
     assert loadings.per_layer.shape == (3, graph.n_layers)
-    top = loadings.top_heads(int(pick[1]), n=3)
+    row = loadings.row(int(graph.edge_targets[pick[1]]), int(graph.edge_sources[pick[1]]))
+    top = loadings.top_heads(row, n=3)
     assert len(top) == 3 and abs(top[0]["value"]) >= abs(top[-1]["value"])
     again = HeadLoadings.from_sections(loadings.sections())
     assert again is not None and torch.equal(again.heads, loadings.heads)

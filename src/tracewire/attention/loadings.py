@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 #: Replay copies per backward pass of step 2 (layers × heads are cut into chunks of this size).
 MAX_COPIES = 256
 #: Names of the graph-file section tensors (see docs/graph-format.md).
-SECTION_EDGES, SECTION_DIRECT, SECTION_HEADS = (
-    "attention.loadings.edges",
+SECTION_TARGETS, SECTION_SOURCES, SECTION_DIRECT, SECTION_HEADS = (
+    "attention.loadings.targets",
+    "attention.loadings.sources",
     "attention.loadings.direct",
     "attention.loadings.heads",
 )
@@ -63,9 +64,10 @@ class TargetLoadings:
 
 @dataclass
 class HeadLoadings:
-    """Loadings of a set of graph edges (``edges`` index the graph's edge arrays)."""
+    """Loadings of a set of graph edges, each named by its ``(target, source)`` node pair."""
 
-    edges: torch.Tensor  # int64 [M]
+    targets: torch.Tensor  # int64 [M] graph node ids
+    sources: torch.Tensor  # int64 [M]
     direct: torch.Tensor  # float32 [M]
     heads: torch.Tensor  # float32 [M, n_layers, n_heads]
 
@@ -79,31 +81,42 @@ class HeadLoadings:
         """``[M]``: direct + every head = the edge."""
         return self.direct + self.heads.sum((1, 2))
 
-    def for_edge(self, edge: int) -> int:
-        hits = (self.edges == edge).nonzero(as_tuple=True)[0]
+    def row(self, target: int, source: int) -> int:
+        """The row of the edge ``source → target``."""
+        hits = ((self.targets == target) & (self.sources == source)).nonzero(as_tuple=True)[0]
         if hits.numel() == 0:
-            raise InvalidArgumentError(f"edge {edge} has no stored head loadings")
+            raise InvalidArgumentError(f"edge {source} -> {target} has no head loadings")
         return int(hits[0])
 
-    def top_heads(self, edge: int, n: int = 10) -> list[dict[str, Any]]:
-        """The ``n`` largest |head parts| of graph edge ``edge``: ``{"layer", "head", "value"}``."""
-        row = self.heads[self.for_edge(edge)]
-        flat = row.flatten()
+    def top_heads(self, row: int, n: int = 10) -> list[dict[str, Any]]:
+        """The ``n`` largest |head parts| of row ``row``: ``{"layer", "head", "value"}``."""
+        heads = self.heads[row]
+        flat = heads.flatten()
         order = torch.argsort(flat.abs(), descending=True)[:n]
-        n_heads = row.shape[1]
+        n_heads = heads.shape[1]
         return [
             {"layer": int(i) // n_heads, "head": int(i) % n_heads, "value": float(flat[i])} for i in order
         ]
 
     def sections(self) -> dict[str, torch.Tensor]:
         """The tensors stored in the graph file's optional attention section."""
-        return {SECTION_EDGES: self.edges, SECTION_DIRECT: self.direct, SECTION_HEADS: self.heads}
+        return {
+            SECTION_TARGETS: self.targets,
+            SECTION_SOURCES: self.sources,
+            SECTION_DIRECT: self.direct,
+            SECTION_HEADS: self.heads,
+        }
 
     @staticmethod
     def from_sections(sections: dict[str, torch.Tensor]) -> HeadLoadings | None:
-        if SECTION_EDGES not in sections:
+        if SECTION_TARGETS not in sections:
             return None
-        return HeadLoadings(sections[SECTION_EDGES], sections[SECTION_DIRECT], sections[SECTION_HEADS])
+        return HeadLoadings(
+            sections[SECTION_TARGETS],
+            sections[SECTION_SOURCES],
+            sections[SECTION_DIRECT],
+            sections[SECTION_HEADS],
+        )
 
 
 def head_loadings(
@@ -140,7 +153,7 @@ def head_loadings(
         split = target_loadings(ctx, int(target), max_copies=max_copies)
         direct[rows] = split.direct[cols]
         heads[rows] = split.heads[:, :, cols].permute(2, 0, 1)
-    return HeadLoadings(edges=chosen, direct=direct, heads=heads)
+    return HeadLoadings(targets=targets, sources=graph.edge_sources[chosen], direct=direct, heads=heads)
 
 
 def target_loadings(ctx: TraceContext, target: int, *, max_copies: int = MAX_COPIES) -> TargetLoadings:
