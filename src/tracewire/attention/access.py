@@ -73,18 +73,28 @@ def attention_module(rm: ReplacementModel, layer: int) -> nn.Module:
     return rm.adapter.attn_module(rm.model, layer)
 
 
+def _child(module: nn.Module, name: str) -> nn.Module:
+    child = getattr(module, name)
+    assert isinstance(child, nn.Module), f"{type(module).__name__}.{name} is not a module"
+    return child
+
+
+def _head_dim(attn: nn.Module) -> int:
+    return int(getattr(attn, "head_dim"))  # noqa: B009  (an int attribute, not a submodule)
+
+
 def head_geometry(rm: ReplacementModel) -> HeadGeometry:
     attn = attention_module(rm, 0)
     n_heads = int(rm.loaded.config.num_attention_heads)
     group = int(getattr(attn, "num_key_value_groups", 1) or 1)
-    return HeadGeometry(n_heads=n_heads, n_kv_heads=n_heads // group, head_dim=int(attn.head_dim))
+    return HeadGeometry(n_heads=n_heads, n_kv_heads=n_heads // group, head_dim=_head_dim(attn))
 
 
 def attention_scaling(rm: ReplacementModel, layer: int) -> float:
     """The factor the module multiplies ``q·k`` by (``1/sqrt(dh)``, Gemma's query_pre_attn_scalar)."""
     attn = attention_module(rm, layer)
     scaling = getattr(attn, "scaling", None)
-    return float(scaling) if scaling is not None else float(attn.head_dim) ** -0.5
+    return float(scaling) if scaling is not None else float(_head_dim(attn)) ** -0.5
 
 
 def attention_softcap(rm: ReplacementModel, layer: int) -> float | None:
@@ -134,7 +144,7 @@ def capture_attention(
             return (z, *args[1:])
 
         handles.append(attn.register_forward_pre_hook(on_attention, with_kwargs=True))
-        handles.append(getattr(attn, out_proj_name).register_forward_pre_hook(on_out_proj))
+        handles.append(_child(attn, out_proj_name).register_forward_pre_hook(on_out_proj))
     try:
         yield capture
     finally:
@@ -169,9 +179,9 @@ class QKProjector:
         kind = self.rm.adapter.norm_kind
         length = hidden.shape[1]
         if self.q_scale is not None:
-            q = linear_norm(kind, attn.q_norm, q, self.q_scale[:, :length])
+            q = linear_norm(kind, _child(attn, "q_norm"), q, self.q_scale[:, :length])
         if self.k_scale is not None:
-            k = linear_norm(kind, attn.k_norm, k, self.k_scale[:, :length])
+            k = linear_norm(kind, _child(attn, "k_norm"), k, self.k_scale[:, :length])
         q, k = q.transpose(1, 2), k.transpose(1, 2)
         if rotary is not None:
             cos, sin = rotary[0][:, None], rotary[1][:, None]
@@ -182,13 +192,13 @@ class QKProjector:
     def _pre_norm(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Projections before any q/k norm, ``[B, P, heads, dh]``."""
         attn = attention_module(self.rm, self.layer)
-        dh = int(attn.head_dim)
-        shape = (*hidden.shape[:-1], -1, dh)
+        shape = (*hidden.shape[:-1], -1, _head_dim(attn))
         fused = layout(self.rm).fused_qkv
         if fused is not None:
-            q, k, _ = getattr(attn, fused)(hidden).split(attn.split_size, dim=2)
+            width = hidden.shape[-1]  # GPT-2: q, k, v of n_embd each, side by side
+            q, k, _ = _child(attn, fused)(hidden).split(width, dim=2)
             return q.view(shape), k.view(shape)
-        return attn.q_proj(hidden).view(shape), attn.k_proj(hidden).view(shape)
+        return _child(attn, "q_proj")(hidden).view(shape), _child(attn, "k_proj")(hidden).view(shape)
 
     @staticmethod
     def freeze(rm: ReplacementModel, layer: int, clean_hidden: torch.Tensor) -> QKProjector:
@@ -199,8 +209,8 @@ class QKProjector:
             with torch.no_grad():
                 q, k = projector._pre_norm(clean_hidden)
             kind = rm.adapter.norm_kind
-            projector.q_scale = norm_scale(kind, q, rm.adapter.norm_eps(attn.q_norm))
-            projector.k_scale = norm_scale(kind, k, rm.adapter.norm_eps(attn.k_norm))
+            projector.q_scale = norm_scale(kind, q, rm.adapter.norm_eps(_child(attn, "q_norm")))
+            projector.k_scale = norm_scale(kind, k, rm.adapter.norm_eps(_child(attn, "k_norm")))
         return projector
 
 
