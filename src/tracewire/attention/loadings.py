@@ -196,8 +196,8 @@ def target_loadings(ctx: TraceContext, target: int, *, max_copies: int = MAX_COP
                 outputs.append(z)
                 seeds.append(seed)
             values, _ = ctx.sources.contract(run, outputs, seeds)
-        heads[chunk[0] : chunk[-1] + 1] = values.view(len(chunk), n_heads, n_sources)
-    return TargetLoadings(direct=direct[0], heads=heads)
+        heads[chunk[0] : chunk[-1] + 1] = values.view(len(chunk), n_heads, n_sources).cpu()
+    return TargetLoadings(direct=direct[0].cpu(), heads=heads)
 
 
 def _read_out(ctx: TraceContext, target: int) -> tuple[int, int, torch.Tensor]:
