@@ -20,28 +20,17 @@ from contextlib import contextmanager
 
 import torch
 
-from tests.attribution.oracle import _dense, _feature_positions, _read_targets, _sources, _with_constants
+from tests.attribution.oracle import (
+    _dense,
+    _feature_positions,
+    _read_targets,
+    _sources,
+    _with_constants,
+    perturbed_inputs,
+)
 from tracewire.attention.access import QKProjector, attention_module, capture_attention, head_geometry, layout
 from tracewire.graph.graph import Graph
 from tracewire.replacement.model import ReplacementModel
-
-
-def _perturbed(rm: ReplacementModel, graph: Graph):
-    record, sources = _sources(rm, graph)
-    state = record.state
-    n = len(sources)
-    constants = {layer: c.expand(n + 1, -1, -1).clone() for layer, c in state.mlp_constants.items()}
-    emb = record.embeddings.detach().expand(n + 1, -1, -1).clone()
-    for b, (kind, writes, token_vec) in enumerate(sources, start=1):
-        for layer, vec in writes.items():
-            if kind == "feature":
-                _, pos = _feature_positions(graph, sources, b - 1)
-                constants[layer][b, pos] += vec
-            else:
-                constants[layer][b] += vec
-        if token_vec is not None:
-            emb[b] += token_vec
-    return _with_constants(state, constants), emb
 
 
 @contextmanager
@@ -70,7 +59,7 @@ def head_part_adjacency(
     rm: ReplacementModel, graph: Graph
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Dense ``(edges, direct [N, N], heads [L, H, N, N])`` measured by holding head outputs."""
-    state, emb = _perturbed(rm, graph)
+    state, emb = perturbed_inputs(rm, graph)
     n_layers, n_heads = rm.n_layers, head_geometry(rm).n_heads
     all_heads = list(range(n_heads))
 
