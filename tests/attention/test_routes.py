@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from tests.interventions.setups import setup as tiny_setup
 from tracewire.attention import TraceContext, head_loadings, qk_attribution, store_loadings
 from tracewire.attribution.engine import attribute
+from tracewire.graph.neuronpedia_ids import node_ids
 from tracewire.interventions.api import Intervener
 from tracewire.server import Steerer, create_app
 
@@ -43,6 +44,13 @@ def test_heads_of_an_edge_stored_or_computed(served) -> None:
         assert sum(body["layers"]) == pytest.approx(parts - body["direct"], abs=1e-5)
     missing = client.get("/api/graphs/live/heads", params={"target": 0, "source": 10**6})
     assert missing.status_code == 404 and "no edge" in missing.json()["detail"]
+    # the explorer names nodes by their Neuronpedia ids
+    ids = node_ids(graph)
+    t, s = int(graph.edge_targets[1]), int(graph.edge_sources[1])
+    by_id = client.get("/api/graphs/stored/heads", params={"target_id": ids[t], "source_id": ids[s]}).json()
+    assert (by_id["target"], by_id["source"], by_id["target_id"]) == (t, s, ids[t])
+    both = client.get("/api/graphs/stored/heads", params={"target": t, "target_id": ids[t], "source": s})
+    assert both.status_code == 422 and "exactly one of target" in both.json()["detail"]
 
 
 def test_qk_computed_and_summary(served) -> None:
@@ -53,13 +61,18 @@ def test_qk_computed_and_summary(served) -> None:
     assert response.status_code == 200, response.text
     entries = response.json()
     expected = qk_attribution(graph, ctx, layer=1, head=2, query=5, keys=[4, 0])
+    ids = node_ids(graph)
     for entry, mine in zip(entries, expected, strict=True):
         assert entry["key"] == mine.key and entry["kv_head"] == 1
         assert entry["score"] == pytest.approx(mine.score, abs=1e-6)
         assert entry["pair_total"] + sum(entry["constants"].values()) == pytest.approx(
             entry["score"], abs=1e-5
         )
-        assert len(entry["pairs"]) == 5 and {"node", "kind", "pos"} <= set(entry["pairs"][0]["query_source"])
+        assert len(entry["pairs"]) == 5
+        for pair in entry["pairs"]:
+            for side in ("query_source", "key_source"):
+                source = pair[side]
+                assert source["node_id"] == (ids[source["node"]] if source["node"] >= 0 else None)
     bad = client.post("/api/graphs/live/qk", json={"layer": 9, "head": 0, "query": 5})
     assert bad.status_code == 422 and "layer 9" in bad.json()["detail"]
     summary = client.get("/api/graphs/stored/attention").json()

@@ -24,6 +24,7 @@ from tracewire.attention import TraceContext, head_loadings, qk_attribution, sto
 from tracewire.attention.store import RULE
 from tracewire.errors import TracewireError
 from tracewire.graph.graph import Graph
+from tracewire.graph.neuronpedia_ids import node_ids
 from tracewire.server.context import ServerContext, server_context
 from tracewire.server.graph_files import SLUG_PATTERN
 
@@ -66,6 +67,39 @@ class _Contexts:
 
 
 _contexts = _Contexts()
+
+
+def _node_ids(graph: Graph) -> list[str]:
+    """Neuronpedia node ids (what the explorer names nodes by), in graph node order."""
+    return node_ids(graph)
+
+
+def _node(graph: Graph, index: int | None, node_id: str | None, name: str) -> int:
+    if (index is None) == (node_id is None):
+        raise HTTPException(422, f"give exactly one of {name} (node index) and {name}_id (node_id)")
+    if index is not None:
+        return index
+    try:
+        return _node_ids(graph).index(str(node_id))
+    except ValueError:
+        raise HTTPException(404, f"the graph has no node {node_id!r}") from None
+
+
+def _with_node_ids(entry: dict[str, Any], ids: list[str]) -> dict[str, Any]:
+    """Add the explorer's ``node_id`` to every source a QK summary names (``None``: not a node)."""
+
+    def tag(source: dict[str, Any]) -> dict[str, Any]:
+        node = int(source.get("node", -1))
+        return {**source, "node_id": ids[node] if node >= 0 else None}
+
+    out = dict(entry)
+    out["pairs"] = [
+        {**p, "query_source": tag(p["query_source"]), "key_source": tag(p["key_source"])}
+        for p in entry["pairs"]
+    ]
+    for side in ("query_marginals", "key_marginals"):
+        out[side] = [{**m, "source": tag(m["source"])} for m in entry[side]]
+    return out
 
 
 def _graph(context: ServerContext, slug: str) -> Graph:
@@ -117,11 +151,15 @@ def attention_summary(slug: Slug, context: Context) -> dict[str, Any]:
 async def edge_heads(
     slug: Slug,
     context: Context,
-    target: Annotated[int, Query(ge=0, description="Target node id.")],
-    source: Annotated[int, Query(ge=0, description="Source node id.")],
+    target: Annotated[int | None, Query(ge=0, description="Target node index.")] = None,
+    source: Annotated[int | None, Query(ge=0, description="Source node index.")] = None,
+    target_id: Annotated[str | None, Query(max_length=200, description="Or: target node_id (JSON).")] = None,
+    source_id: Annotated[str | None, Query(max_length=200, description="Or: source node_id (JSON).")] = None,
     top: Annotated[int, Query(ge=1, le=1000, description="Heads returned, largest |part| first.")] = 10,
 ) -> dict[str, Any]:
     graph = _graph(context, slug)
+    target = _node(graph, target, target_id, "target")
+    source = _node(graph, source, source_id, "source")
     hits = ((graph.edge_targets == target) & (graph.edge_sources == source)).nonzero()
     if hits.numel() == 0:
         raise HTTPException(404, f"graph {slug!r} has no edge from node {source} to node {target}")
@@ -135,9 +173,12 @@ async def edge_heads(
             context, slug, graph, lambda ctx: head_loadings(graph, ctx, edges=[edge], progress=False)
         )
     row = loadings.row(target, source)
+    ids = _node_ids(graph)
     return {
         "target": target,
         "source": source,
+        "target_id": ids[target],
+        "source_id": ids[source],
         "rule": RULE,
         "stored": stored,
         "edge": float(graph.edge_weights[edge]),
@@ -156,9 +197,11 @@ def stored_qk_route(
     query: Annotated[int | None, Query(ge=0)] = None,
 ) -> list[dict[str, Any]]:
     wanted = {"layer": layer, "head": head, "query": query}
+    graph = _graph(context, slug)
+    ids = _node_ids(graph)
     return [
-        entry
-        for entry in stored_qk(_graph(context, slug))
+        _with_node_ids(entry, ids)
+        for entry in stored_qk(graph)
         if all(value is None or entry[name] == value for name, value in wanted.items())
     ]
 
@@ -184,7 +227,10 @@ async def compute_qk(slug: Slug, request: QKRequest, context: Context) -> list[d
             keys=request.keys,
             top_k=request.top_k,
         )
-        return [r.to_json(n_pairs=request.pairs, n_marginals=request.pairs) for r in results]
+        ids = _node_ids(graph)
+        return [
+            _with_node_ids(r.to_json(n_pairs=request.pairs, n_marginals=request.pairs), ids) for r in results
+        ]
 
     result: list[dict[str, Any]] = await _on_model(context, slug, graph, work)
     return result
