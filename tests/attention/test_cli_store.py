@@ -28,13 +28,14 @@ from tracewire.transcoders.synthetic import random_plt
 
 
 def test_section_round_trips_and_goes_stale_on_a_derived_graph(tmp_path) -> None:
-    rm, graph = traced("qwen3")
-    graph = subgraph(graph, prune_graph(graph, 0.8, 0.98))  # on demand: a pruned graph's edges
+    rm, full = traced("qwen3")
+    graph = subgraph(full, prune_graph(full, 0.8, 0.98))  # on demand: a pruned graph's edges
     ctx = TraceContext.build(graph, rm)
     loadings = head_loadings(graph, ctx, progress=False)
     assert torch.allclose(loadings.total, graph.edge_weights, atol=1e-5, rtol=1e-4)
     store_loadings(graph, loadings)
     store_qk(graph, qk_attribution(graph, ctx, layer=1, head=2, query=4, top_k=2))
+    assert full.sections == {} and "attention" not in full.metadata  # the parent graph is untouched
     graph.save(tmp_path / "g.safetensors")
     back = Graph.load(tmp_path / "g.safetensors")
     again = stored_loadings(back)

@@ -41,8 +41,8 @@ def _section(graph: Graph, *, create: bool = False) -> dict[str, Any] | None:
         section = None
         if create:
             graph.metadata.pop(KEY, None)
-            for name in [name for name in graph.sections if name.startswith(f"{KEY}.")]:
-                del graph.sections[name]
+            # a new dict: graphs made by dataclasses.replace share their parent's sections dict
+            graph.sections = {k: v for k, v in graph.sections.items() if not k.startswith(f"{KEY}.")}
     if section is None and create:
         section = {"graph": fingerprint(graph)}
         graph.metadata[KEY] = section
@@ -53,7 +53,7 @@ def store_loadings(graph: Graph, loadings: HeadLoadings) -> None:
     """Keep ``loadings`` with ``graph`` (saved by ``graph.save``); replaces earlier loadings."""
     section = _section(graph, create=True)
     assert section is not None
-    graph.sections.update(loadings.sections())
+    graph.sections = {**graph.sections, **loadings.sections()}  # never mutate a shared dict
     section["loadings"] = {"rule": RULE, "n_edges": int(loadings.targets.numel())}
 
 
