@@ -69,13 +69,12 @@ def _read_targets(rm: ReplacementModel, graph: Graph, run) -> torch.Tensor:
     return torch.stack(cols, dim=1)
 
 
-def perturbation_adjacency(rm: ReplacementModel, graph: Graph) -> torch.Tensor:
-    """Dense ``[N, N]`` (targets × sources) direct effects measured by perturbation."""
+def perturbed_inputs(rm: ReplacementModel, graph: Graph):
+    """``(state, embeddings)`` of one batched replay: element 0 clean, element ``b`` plus source ``b - 1``."""
     record, sources = _sources(rm, graph)
     state = record.state
     n = len(sources)
-    base_state = state
-    constants = {layer: c.expand(n + 1, -1, -1).clone() for layer, c in base_state.mlp_constants.items()}
+    constants = {layer: c.expand(n + 1, -1, -1).clone() for layer, c in state.mlp_constants.items()}
     emb = record.embeddings.detach().expand(n + 1, -1, -1).clone()
     for b, (kind, writes, token_vec) in enumerate(sources, start=1):
         for layer, vec in writes.items():
@@ -86,7 +85,12 @@ def perturbation_adjacency(rm: ReplacementModel, graph: Graph) -> torch.Tensor:
                 constants[layer][b] += vec
         if token_vec is not None:
             emb[b] += token_vec
-    perturbed = _with_constants(base_state, constants)
+    return _with_constants(state, constants), emb
+
+
+def perturbation_adjacency(rm: ReplacementModel, graph: Graph) -> torch.Tensor:
+    """Dense ``[N, N]`` (targets × sources) direct effects measured by perturbation."""
+    perturbed, emb = perturbed_inputs(rm, graph)
     with torch.no_grad():
         run = rm.replay(perturbed, embeddings=emb)
         reads = _read_targets(rm, graph, run)

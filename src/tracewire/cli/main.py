@@ -89,5 +89,11 @@ app.add_typer(dashboards_app, name="dashboards")
 app.command("feature")(feature_command)
 
 
+from tracewire.cli.qk import heads_command, qk_command  # noqa: E402
+
+app.command("qk")(qk_command)
+app.command("heads")(heads_command)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -92,6 +92,8 @@ class Graph:
     edge_sources: torch.Tensor  # int64 [E]
     edge_weights: torch.Tensor  # float [E]
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Optional extra tensors (e.g. ``attention.loadings.*``), stored under their own names.
+    sections: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -310,6 +312,10 @@ class Graph:
                     f"cannot save graph to {os.fspath(path)}: field {name!r} is not JSON-serialisable ({exc})"
                 ) from exc
         tensors = {name: getattr(self, name).detach().cpu().contiguous() for name in TENSOR_FIELDS}
+        for name, tensor in self.sections.items():
+            if name in tensors:
+                raise GraphFormatError(f"graph section {name!r} has the name of a graph field")
+            tensors[name] = tensor.detach().cpu().contiguous()
         return atomic_write_bytes(path, safetensors_save(tensors, metadata=header))
 
     @classmethod
@@ -334,6 +340,7 @@ class Graph:
                         f"{name}: tensor(s) {missing} missing; a tracewire graph has {list(TENSOR_FIELDS)}"
                     )
                 tensors = {tensor: reader.get_tensor(tensor) for tensor in TENSOR_FIELDS}
+                sections = {extra: reader.get_tensor(extra) for extra in sorted(keys - set(TENSOR_FIELDS))}
         except GraphFormatError:
             raise
         except Exception as exc:  # safetensors raises its own error types for corrupt files
@@ -351,7 +358,7 @@ class Graph:
                 ) from exc
         _check_header_types(name, values)
         try:
-            return cls(**values, **tensors)
+            return cls(**values, **tensors, sections=sections)
         except GraphFormatError as exc:
             raise GraphFormatError(f"{name}: {exc}") from exc
 

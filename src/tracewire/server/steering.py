@@ -10,8 +10,8 @@ intervened forward (plus generation, when asked).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 
@@ -23,6 +23,7 @@ from tracewire.server.schemas import SteerIntervention
 from tracewire.server.serial_worker import SerialWorker
 
 _CLEAN_RUNS_KEPT = 8
+T = TypeVar("T")
 
 
 class SteeringError(InvalidArgumentError):
@@ -50,6 +51,10 @@ class Steerer:
         return await self._worker.run(
             lambda: self._steer(tuple(tokens), items, top_k, max_new_tokens, freeze_attention)
         )
+
+    async def run_on_model_thread(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on the model thread, never alongside steering (used by attention routes)."""
+        return await self._worker.run(fn)
 
     def close(self) -> None:
         self._worker.close()

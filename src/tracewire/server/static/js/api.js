@@ -40,4 +40,7 @@ export const api = {
   setLabel: (layer, feature, label) =>
     request("PUT", `/api/features/${layer}/${feature}/label`, { label }),
   steer: (body) => request("POST", "/api/steer", body),
+  edgeHeads: (slug, ids, top) =>
+    request("GET", `/api/graphs/${enc(slug)}/heads?${new URLSearchParams({ ...ids, top })}`),
+  qk: (slug, body) => request("POST", `/api/graphs/${enc(slug)}/qk`, body),
 };

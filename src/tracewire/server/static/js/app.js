@@ -3,6 +3,7 @@
 // tests and for the curious (e.g. `tracewire.metrics.firstRenderMs`).
 
 import { api } from "./api.js";
+import { AttentionPanel } from "./attention_panel.js";
 import { debounce, el, replaceChildren } from "./dom.js";
 import { FeatureCardPanel } from "./feature_card.js";
 import { featureKey, KIND, loadServerGraph, readGraphFile } from "./graph_data.js";
@@ -37,6 +38,9 @@ class Explorer {
       onSelect: (i) => this.select(i),
       onTogglePin: (i) => this.state.togglePin(this.data.nodes[i].node_id),
       onSteer: (i) => this.steering.addNode(i),
+    });
+    this.attention = new AttentionPanel($("attention-panel"), {
+      onSelect: (i) => this.select(i), setStatus: (text, error) => this.setStatus(text, error),
     });
     this.card = new FeatureCardPanel($("feature-card"), {
       setStatus: (text, error) => this.setStatus(text, error),
@@ -227,8 +231,9 @@ class Explorer {
     this.selected = i;
     this.state.clickedId = i >= 0 ? this.data.nodes[i].node_id : "";
     this.renderer.setFocus({ selected: i });
-    if (i < 0) { this.nodePanel.clear(); return; }
+    if (i < 0) { this.nodePanel.clear(); this.attention.clear(); return; }
     this.showNode(i);
+    this.attention.show(this.data, i);
     const key = featureKey(this.data.nodes[i]);
     if (key) this.card.show(key[0], key[1], { available: this.info.features, writable: this.info.labels_writable });
     else this.card.empty("Not a feature node: no card.");
