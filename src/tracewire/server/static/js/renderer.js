@@ -1,4 +1,5 @@
-// Canvas drawing of the link graph, and pointer interaction (hover, click, pan, zoom).
+// Canvas drawing of the link graph, and pointer interaction (hover, click, pan, zoom, and dragging
+// a node onto another one, which groups them into a supernode).
 //
 // Two stacked canvases: the base one holds every visible link and node and is redrawn only when
 // the graph, the filter or the view changes; the overlay holds what changes on every pointer move
@@ -25,8 +26,8 @@ const COLORS = {
 const LOGIT_CLERP = /^Output "(.*)" \(p=([^)]*)\)$/s;
 
 export class Renderer {
-  constructor({ pane, base, overlay, tooltip, onHover, onClick }) {
-    Object.assign(this, { pane, base, overlay, tooltip, onHover, onClick });
+  constructor({ pane, base, overlay, tooltip, onHover, onClick, onDrop }) {
+    Object.assign(this, { pane, base, overlay, tooltip, onHover, onClick, onDrop });
     this.view = { k: 1, tx: 0, ty: 0 };
     this.drawnView = { ...this.view };
     this.data = null;
@@ -305,6 +306,18 @@ export class Renderer {
     for (const i of pinned) ring(i, COLORS.pin, 2.2, 2.5);
     ring(hovered, COLORS.text, 1.5, 2);
     ring(selected, COLORS.selected, 2.5, 3.5);
+    const drag = this.pointer?.node >= 0 && this.pointer.dragging ? this.pointer : null;
+    if (drag) {
+      ring(drag.node, COLORS.pin, 2.5, 3.5);
+      ctx.beginPath();
+      ctx.moveTo(x[drag.node], y[drag.node]);
+      ctx.lineTo((drag.px - tx) / k, (drag.py - ty) / k);
+      ctx.setLineDash([6 / k, 4 / k]);
+      ctx.strokeStyle = COLORS.pin;
+      ctx.lineWidth = 2 / k;
+      ctx.stroke();
+      ctx.setLineDash([]);
+    }
   }
 
   // ------------------------------------------------------------------------------ pointer
@@ -312,13 +325,20 @@ export class Renderer {
     const canvas = this.overlay;
     canvas.addEventListener("pointerdown", (event) => {
       canvas.setPointerCapture(event.pointerId);
-      this.pointer = { x: event.clientX, y: event.clientY, view: { ...this.view }, dragging: false };
+      // pressed on a node: a drag carries the node (drop it on another to group them); else it pans
+      this.pointer = { x: event.clientX, y: event.clientY, view: { ...this.view }, dragging: false, node: this.nodeAt(event) };
     });
     canvas.addEventListener("pointermove", (event) => {
       if (this.pointer) {
         const dx = event.clientX - this.pointer.x;
         const dy = event.clientY - this.pointer.y;
         if (!this.pointer.dragging && Math.hypot(dx, dy) > 4) this.pointer.dragging = true;
+        if (this.pointer.dragging && this.pointer.node >= 0) {
+          Object.assign(this.pointer, this.local(event));
+          this.hover(event);
+          this.scheduleOverlay();
+          return;
+        }
         if (this.pointer.dragging) {
           this.view.tx = this.pointer.view.tx + dx;
           this.view.ty = this.pointer.view.ty + dy;
@@ -332,6 +352,12 @@ export class Renderer {
       const pointer = this.pointer;
       this.pointer = null;
       if (!pointer) return;
+      if (pointer.dragging && pointer.node >= 0) {
+        const target = this.nodeAt(event);
+        if (target >= 0 && target !== pointer.node) this.onDrop?.(pointer.node, target);
+        this.scheduleOverlay();
+        return;
+      }
       if (pointer.dragging) { this.scheduleRedraw(0); return; }
       const i = this.nodeAt(event);
       this.onClick(i, event);

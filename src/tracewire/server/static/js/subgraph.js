@@ -12,9 +12,11 @@ export class SubgraphPanel {
     this.scoreMessage = "";
   }
 
-  setScores(scores, message = "") {
+  /** `pinned`: the ids the scores are for (the box's data-pins, which a test waits on). */
+  setScores(scores, message = "", pinned = []) {
     this.scores = scores;
     this.scoreMessage = message;
+    this.scoredPins = scores ? pinned.join(",") : "";
     this.renderScores();
   }
 
@@ -61,6 +63,7 @@ export class SubgraphPanel {
   renderScores() {
     if (!this.scoreBox) return;
     const s = this.scores;
+    this.scoreBox.dataset.pins = this.scoredPins || "";
     if (!s) {
       replaceChildren(this.scoreBox, el("span", { class: "muted", text: this.scoreMessage || "pin nodes (ctrl/⌘/shift-click, or p) to score a subgraph" }));
       return;
@@ -87,8 +90,8 @@ export class SubgraphPanel {
   }
 
   rename(item, text) {
-    if (item.group) item.group.name = text.trim() || item.group.name;
-    else this.state.nodeLabels[item.key] = text.trim();
+    if (item.group) { if (!this.state.rename(item.group, text)) this.render(this.data); return; }
+    this.state.nodeLabels[item.key] = text.trim();
     this.state.changed("labels");
   }
 
