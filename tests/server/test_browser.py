@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.server.browser import LiveServer, chromium_path, launch_chromium, write_scale_graph
+from tests.server.browser import LiveServer, chromium_path, write_scale_graph
 from tests.server.fakes import FakeFeatureStore, write_demo_directory
 from tracewire.graph import Graph, ScoreContext
 from tracewire.graph.neuronpedia_ids import node_ids
@@ -25,14 +25,6 @@ if chromium_path() is None:
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +64,8 @@ def node_index(page: Any, node_id: str) -> int:
     return page.evaluate("(id) => window.tracewire.explorer.data.index.get(id) ?? -1", node_id)
 
 
-def click_node(page: Any, node_id: str, *, modifier: str | None = None) -> None:
-    """A real mouse click at the node's position on the canvas."""
+def page_position(page: Any, node_id: str) -> dict[str, float]:
+    """Where a node is drawn, in page coordinates (for real mouse events)."""
     position = page.evaluate(
         "(id) => { const ex = window.tracewire.explorer; "
         "return ex.renderer.screenPosition(ex.data.index.get(id)); }",
@@ -81,9 +73,15 @@ def click_node(page: Any, node_id: str, *, modifier: str | None = None) -> None:
     )
     assert position, f"node {node_id} is not shown"
     pane = page.locator("#graph-pane").bounding_box()
+    return {"x": pane["x"] + position["x"], "y": pane["y"] + position["y"]}
+
+
+def click_node(page: Any, node_id: str, *, modifier: str | None = None) -> None:
+    """A real mouse click at the node's position on the canvas."""
+    position = page_position(page, node_id)
     if modifier:
         page.keyboard.down(modifier)
-    page.mouse.click(pane["x"] + position["x"], pane["y"] + position["y"])
+    page.mouse.click(position["x"], position["y"])
     if modifier:
         page.keyboard.up(modifier)
 
