@@ -7,6 +7,7 @@ import { debounce, el, replaceChildren } from "./dom.js";
 import { FeatureCardPanel } from "./feature_card.js";
 import { featureKey, KIND, loadServerGraph, readGraphFile } from "./graph_data.js";
 import { NodePanel } from "./node_panel.js";
+import { bindPanels } from "./panels.js";
 import { Renderer } from "./renderer.js";
 import { ExplorerState, urlStateParams } from "./state.js";
 import { SteeringPanel } from "./steering.js";
@@ -66,6 +67,7 @@ class Explorer {
     });
     this.requestScores = debounce(() => this.updateScores(), 120);
     this.bindControls();
+    bindPanels($("layout"));
     window.tracewire = { explorer: this, metrics: this.metrics };
   }
 
@@ -221,6 +223,8 @@ class Explorer {
     this.renderer.setGraph(data, this.visibleMask());
     this.renderer.setFocus({ pinned: this.pinnedIndices(), selected: -1, hovered: -1 });
     const canSteer = this.info.steering && data.origin === "server";
+    $("steer-panel").classList.toggle("open", canSteer);
+    $("steer-panel").classList.toggle("collapsed", !canSteer);
     this.steering.configure(data, canSteer, this.info.steering
       ? "Steering works on graphs served by this server (not on opened files)."
       : "Steering needs a model: start `tracewire serve DIR --model M --transcoders T`.");
