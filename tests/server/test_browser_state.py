@@ -224,3 +224,53 @@ def test_drag_and_g_make_supernodes_with_summed_edges(browser: Any, site: dict[s
     assert any(w == pytest.approx(expected, rel=1e-5) for w in _supernode_to_target(page))
     context.close()
     assert not errors, errors
+
+
+# ---------------------------------------------------------------------------------------- search
+def _feature_keys(url: str, slug: str) -> dict[tuple[int, int], str]:
+    with urllib.request.urlopen(f"{url}/api/graphs/{slug}/nodes") as response:
+        nodes = json.load(response)["nodes"]
+    keys = {}
+    for node in nodes:
+        parts = node["node_id"].split("_")
+        if node["feature_type"] not in ("embedding", "logit") and "error" not in node["feature_type"]:
+            keys.setdefault((int(parts[0]), int(parts[1])), node["node_id"])
+    return keys
+
+
+def test_search_finds_a_label_in_another_graph_and_opens_it(browser: Any, site: dict[str, Any]) -> None:
+    url = site["url"]
+    in_small, in_demo = _feature_keys(url, "small"), _feature_keys(url, "demo")
+    (layer, feature), node_id = next((key, node) for key, node in in_small.items() if key not in in_demo)
+    request = urllib.request.Request(
+        f"{url}/api/features/{layer}/{feature}/label",
+        data=json.dumps({"label": "Lone Star detector"}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="PUT",
+    )
+    urllib.request.urlopen(request).close()
+
+    context, page, errors = fresh_page(browser)
+    open_graph(page, url, "demo")
+    page.fill("#search", "lone star")
+    hit = page.locator(f'#search-results .search-graph[data-slug="small"][data-node="{node_id}"]')
+    hit.wait_for()
+    assert page.locator("#search-results .search-result").count() == 1
+    assert page.locator("#search-results .search-label").inner_text() == "Lone Star detector"
+    hit.click()
+    wait_ready(page, "small")
+    state = page.evaluate(VIEW_STATE)
+    assert state["clicked"] == node_id and state["selected"] == node_id
+    assert page.locator(".node-facts").inner_text().startswith(node_id)
+    assert "graph=small" in page.url and f"clickedId={node_id}" in page.url
+    # an id finds it too; keys typed into the box are text, not shortcuts (p pins, g groups)
+    page.fill("#search", "")
+    page.locator("#search").press_sequentially(f"pg{layer}_{feature}")
+    page.fill("#search", f"{layer}_{feature}")
+    page.locator(f'#search-results .search-result[data-feature="{layer}_{feature}"]').wait_for()
+    assert page.evaluate(
+        "() => [window.tracewire.explorer.state.pinned.length, window.tracewire.explorer.grouping]"
+    ) == [0, None]
+    shot(page, "12-search")
+    context.close()
+    assert not errors, errors

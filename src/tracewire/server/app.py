@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from tracewire._version import __version__
-from tracewire.server import feature_routes, graph_routes, steer_routes, ui_routes
+from tracewire.server import feature_routes, graph_routes, search_routes, steer_routes, ui_routes
 from tracewire.server.context import ServerContext
 from tracewire.server.feature_service import FeatureService
 from tracewire.server.graph_files import GraphDirectory
@@ -109,7 +109,7 @@ def create_app(
         logger.exception("unexpected error answering %s %s", request.method, request.url.path)
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"}, 500)
 
-    for module in (graph_routes, feature_routes, steer_routes, ui_routes):
+    for module in (graph_routes, feature_routes, steer_routes, search_routes, ui_routes):
         app.include_router(module.router)
 
     return app

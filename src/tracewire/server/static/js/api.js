@@ -40,4 +40,5 @@ export const api = {
   setLabel: (layer, feature, label) =>
     request("PUT", `/api/features/${layer}/${feature}/label`, { label }),
   steer: (body) => request("POST", "/api/steer", body),
+  search: (query) => request("GET", `/api/search?q=${enc(query)}`),
 };

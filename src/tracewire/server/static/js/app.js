@@ -10,6 +10,7 @@ import { NodePanel } from "./node_panel.js";
 import { bindPanels } from "./panels.js";
 import { Renderer } from "./renderer.js";
 import { ExplorerState, urlStateParams } from "./state.js";
+import { SearchBox } from "./search.js";
 import { SteeringPanel } from "./steering.js";
 import { SubgraphPanel } from "./subgraph.js";
 
@@ -65,6 +66,11 @@ class Explorer {
       selectedFeature: () => (this.selected >= 0 && this.data.nodeKind[this.selected] === KIND.FEATURE ? this.selected : -1),
       pinnedFeatures: () => this.state.pinned.map((id) => this.data.index.get(id)).filter((i) => i !== undefined && this.data.nodeKind[i] === KIND.FEATURE),
     });
+    this.search = new SearchBox($("search"), $("search-results"), {
+      onOpen: (slug, nodeId) => this.openNode(slug, nodeId),
+      currentData: () => this.data,
+      serverAvailable: () => this.serverUp,
+    });
     this.requestScores = debounce(() => this.updateScores(), 120);
     this.bindControls();
     bindPanels($("layout"));
@@ -90,6 +96,7 @@ class Explorer {
     const early = wanted ? this.fetchServerGraph(wanted, urlParams).then((loaded) => ({ loaded }), (error) => ({ error })) : null;
     try {
       this.info = await api.info();
+      this.serverUp = true;
     } catch (error) {
       this.setStatus(`server unavailable (${error.message}); open a graph file`, true);
       document.body.dataset.status = "ready";
@@ -156,12 +163,27 @@ class Explorer {
     return { data, state };
   }
 
-  async openServerGraph(slug) {
+  /** A search hit: select the node in the open graph, or open its graph clicked on it. */
+  openNode(slug, nodeId) {
+    const here = this.data && (slug === null || (this.data.origin === "server" && this.data.slug === slug));
+    const i = here ? this.data.index.get(nodeId) : undefined;
+    if (i !== undefined) { this.select(i); return; }
+    if (here) { // pruned away here: fetch the graph again keeping the node
+      if (this.data.origin !== "server") return;
+      this.state.clickedId = nodeId;
+      this.refetch();
+      return;
+    }
+    $("graph-select").value = slug;
+    this.openServerGraph(slug, { clickedId: nodeId });
+  }
+
+  async openServerGraph(slug, params = {}) {
     const started = performance.now();
     this.setStatus(`loading ${slug} …`);
     document.body.dataset.status = "loading";
     try {
-      const { data, state } = await this.fetchServerGraph(slug);
+      const { data, state } = await this.fetchServerGraph(slug, params);
       this.metrics.loadMs = performance.now() - started;
       this.show(data, { state });
     } catch (error) {
