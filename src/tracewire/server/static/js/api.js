@@ -40,5 +40,8 @@ export const api = {
   setLabel: (layer, feature, label) =>
     request("PUT", `/api/features/${layer}/${feature}/label`, { label }),
   steer: (body) => request("POST", "/api/steer", body),
+  startAttribution: (body) => request("POST", "/api/attribution/jobs", body),
+  cancelAttribution: (id) => request("DELETE", `/api/attribution/jobs/${enc(id)}`),
+  attributionEventsUrl: (id) => `/api/attribution/jobs/${enc(id)}/events`,
   search: (query) => request("GET", `/api/search?q=${enc(query)}`),
 };

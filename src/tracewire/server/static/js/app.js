@@ -3,6 +3,7 @@
 // tests and for the curious (e.g. `tracewire.metrics.firstRenderMs`).
 
 import { api } from "./api.js";
+import { AttributePanel } from "./attribute.js";
 import { debounce, el, replaceChildren } from "./dom.js";
 import { FeatureCardPanel } from "./feature_card.js";
 import { featureKey, KIND, loadServerGraph, readGraphFile } from "./graph_data.js";
@@ -71,6 +72,14 @@ class Explorer {
       currentData: () => this.data,
       serverAvailable: () => this.serverUp,
     });
+    this.attribution = new AttributePanel($("attribute-box"), {
+      setStatus: (text, error) => this.setStatus(text, error),
+      onDone: async (slug) => {
+        await this.listGraphs();
+        $("graph-select").value = slug;
+        await this.openServerGraph(slug);
+      },
+    });
     this.requestScores = debounce(() => this.updateScores(), 120);
     this.bindControls();
     bindPanels($("layout"));
@@ -97,6 +106,7 @@ class Explorer {
     try {
       this.info = await api.info();
       this.serverUp = true;
+      $("attribute-button").hidden = !this.info.attribution;
     } catch (error) {
       this.setStatus(`server unavailable (${error.message}); open a graph file`, true);
       document.body.dataset.status = "ready";
@@ -481,6 +491,11 @@ class Explorer {
     });
     $("graph-select").addEventListener("change", (event) => event.target.blur());
     $("save-button").addEventListener("click", () => this.save());
+    $("attribute-button").addEventListener("click", () => {
+      const box = $("attribute-box");
+      box.hidden = !box.hidden;
+      if (!box.hidden) $("attr-prompt").focus();
+    });
     $("download-link").addEventListener("click", (event) => {
       if (this.data?.origin !== "file") return;
       event.preventDefault();
