@@ -173,7 +173,8 @@ class AttributionJobs:
                     job.output.unlink()
             elif code == 0 and job.output.is_file():
                 job.state, job.phase, job.fraction = "done", "done", 1.0
-                job.message = next((line for line in job.tail if line.startswith("wrote ")), "done")
+                wrote = next((line for line in job.tail if line.startswith("wrote ")), "done")
+                job.message = wrote.replace(str(job.output), job.output.name)  # no server paths
             else:
                 job.state, job.phase = "failed", "failed"
                 errors = [line for line in job.tail if line.startswith("error:")]

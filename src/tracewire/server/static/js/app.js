@@ -28,6 +28,10 @@ function typingIn(target) {
 // hundreds of thousands of overlapping lines shows nothing); the "links" menu changes it.
 const DEFAULT_ALL_LINKS_UP_TO = 120000;
 const DEFAULT_LINK_LIMIT = 20000;
+// When no feature survives a graph's own pruning, the first view shows this many of its most
+// influential features; a served graph without any is fetched once at LOOSE_PRUNING.
+const DEFAULT_FEATURES_SHOWN = 10;
+const LOOSE_PRUNING = 0.95;
 
 class Explorer {
   constructor() {
@@ -239,6 +243,8 @@ class Explorer {
       this.subgraph.state = this.state;
     }
     const loadedThreshold = data.settings.node_threshold;
+    const fallback = this.state.threshold === null || this.autoPruned === data.slug ? this.defaultPruning(data) : null;
+    if (fallback?.threshold !== undefined) this.state.threshold = fallback.threshold;
     const threshold = this.state.threshold ?? (typeof loadedThreshold === "number" ? loadedThreshold : 1);
     $("threshold").value = String(threshold);
     $("threshold-value").textContent = Number(threshold).toFixed(2);
@@ -270,9 +276,11 @@ class Explorer {
     this.syncUrl();
     const name = data.origin === "server" ? data.slug : data.fileName;
     this.setStatus(`${name}: ${data.nodes.length} nodes, ${data.nLinks} links`);
-    this.setNotice(missing.length
-      ? `${missing.length} node(s) named by the saved or shared state are not in this graph: ${missing.slice(0, 6).join(", ")}${missing.length > 6 ? ", …" : ""}`
-      : "");
+    this.setNotice([
+      missing.length ? `${missing.length} node(s) named by the saved or shared state are not in this graph: ${missing.slice(0, 6).join(", ")}${missing.length > 6 ? ", …" : ""}.` : "",
+      fallback?.note || "",
+    ].filter(Boolean).join(" "));
+    if (fallback?.refetch) this.refetch();
     // Timed once the frame with the drawing is painted: a task queued from requestAnimationFrame
     // runs after that frame's paint, which is when a software canvas is rasterised.
     requestAnimationFrame(() => setTimeout(() => {
@@ -282,6 +290,32 @@ class Explorer {
       document.body.dataset.status = "ready";
       document.body.dataset.graph = name;
     }, 0));
+  }
+
+  /**
+   * When the graph's own pruning shows no feature node (common for small graphs, whose influence
+   * sits in error nodes and tokens): the pruning that shows the most influential features, and
+   * a note that says why. A served .safetensors graph without any feature is fetched once more at
+   * a looser pruning; if none survive even then, the note says so.
+   */
+  defaultPruning(data) {
+    const loaded = typeof data.settings.node_threshold === "number" ? data.settings.node_threshold : 1;
+    const influences = [];
+    for (let i = 0; i < data.nodes.length; i++) {
+      if (data.nodeKind[i] === KIND.FEATURE && !Number.isNaN(data.influence[i])) influences.push(data.influence[i]);
+    }
+    if (influences.some((v) => v <= loaded + 1e-9)) return null; // features show as they are
+    if (influences.length) {
+      influences.sort((a, b) => a - b);
+      const shown = Math.min(DEFAULT_FEATURES_SHOWN, influences.length);
+      const threshold = Math.min(1, Math.ceil(influences[shown - 1] * 100) / 100);
+      return { threshold, note: `No feature survives pruning at ${loaded.toFixed(2)}: showing the ${shown} most influential feature(s) (pruning ${threshold.toFixed(2)}).` };
+    }
+    if (data.origin === "server" && data.kind === "tracewire" && loaded < LOOSE_PRUNING && this.autoPruned !== data.slug) {
+      this.autoPruned = data.slug;
+      return { threshold: LOOSE_PRUNING, refetch: true, note: `No feature survives pruning at ${loaded.toFixed(2)}; loading pruning ${LOOSE_PRUNING} …` };
+    }
+    return { note: `No feature node survives pruning at ${loaded.toFixed(2)} (edges ${data.settings.edge_threshold ?? "—"}): this graph's influence is in its error and token nodes. Move the pruning slider right.` };
   }
 
   /** A message that stays until the next graph (e.g. state that names nodes the graph lacks). */
