@@ -4,17 +4,20 @@ element boxes; screenshots in tests/server/artifacts/ to look at)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from tests.server.browser import LiveServer
 from tests.server.fakes import FakeFeatureStore, demo_graph, write_demo_directory
 from tests.server.test_browser import shot
-from tracewire.graph import prune_graph
+from tracewire.graph import Graph, prune_graph
 from tracewire.graph.neuronpedia_ids import node_ids
 from tracewire.server import FeatureService, create_app
 
@@ -127,3 +130,38 @@ def test_empty_panels_reserve_no_space_and_panels_collapse_and_resize(browser: A
     )
     shot(page, "21-layout-empty-1280x720")
     context.close()
+
+
+def _faint(scale: float) -> Graph:
+    """The demo graph with its feature edges scaled down: its influence is in errors and tokens."""
+    graph = demo_graph()
+    from_feature = graph.edge_sources < graph.n_features
+    weights = torch.where(from_feature, graph.edge_weights * scale, graph.edge_weights)
+    return dataclasses.replace(graph, edge_weights=weights)
+
+
+def test_the_first_view_shows_features_or_says_why_none_survive(browser: Any, tmp_path: Path) -> None:
+    root = tmp_path / "faint"
+    root.mkdir()
+    _faint(0.03).save(root / "faint.safetensors")  # no feature at 0.80, one at 0.95
+    _faint(0.01).save(root / "fainter.safetensors")  # none even at 0.95
+    assert not bool(prune_graph(_faint(0.03), 0.8, 0.98).node_mask[: demo_graph().n_features].any())
+    features_shown = (
+        "() => { const ex = window.tracewire.explorer; let n = 0;"
+        " ex.data.nodeKind.forEach((k, i) => { n += k === 0 && ex.renderer.visible[i]; }); return n; }"
+    )
+    with LiveServer(create_app(root)) as url:
+        context = browser.new_context(viewport={"width": 1280, "height": 720})
+        page = context.new_page()
+        page.goto(f"{url}/?graph=faint")
+        page.wait_for_function("() => window.tracewire?.explorer?.data?.settings.node_threshold === 0.95")
+        page.wait_for_selector('body[data-status="ready"][data-graph="faint"]')
+        assert page.evaluate(features_shown) >= 1
+        assert "No feature survived the default pruning (0.80)" in page.inner_text("#notice")
+        page.goto(f"{url}/?graph=fainter")
+        page.wait_for_function("() => window.tracewire?.explorer?.data?.settings.node_threshold === 0.95")
+        page.wait_for_selector('body[data-status="ready"][data-graph="fainter"]')
+        page.wait_for_function("() => document.querySelector('#notice').textContent.includes('slider right')")
+        assert page.evaluate(features_shown) == 0
+        shot(page, "22-no-feature-survives")
+        context.close()

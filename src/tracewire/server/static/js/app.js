@@ -304,7 +304,9 @@ class Explorer {
     for (let i = 0; i < data.nodes.length; i++) {
       if (data.nodeKind[i] === KIND.FEATURE && !Number.isNaN(data.influence[i])) influences.push(data.influence[i]);
     }
-    if (influences.some((v) => v <= loaded + 1e-9)) return null; // features show as they are
+    if (influences.some((v) => v <= loaded + 1e-9)) { // features show as they are
+      return this.autoPruned === data.slug ? { note: `No feature survived the default pruning (${this.autoPrunedFrom.toFixed(2)}): showing pruning ${loaded.toFixed(2)}.` } : null;
+    }
     if (influences.length) {
       influences.sort((a, b) => a - b);
       const shown = Math.min(DEFAULT_FEATURES_SHOWN, influences.length);
@@ -313,9 +315,11 @@ class Explorer {
     }
     if (data.origin === "server" && data.kind === "tracewire" && loaded < LOOSE_PRUNING && this.autoPruned !== data.slug) {
       this.autoPruned = data.slug;
+      this.autoPrunedFrom = loaded;
       return { threshold: LOOSE_PRUNING, refetch: true, note: `No feature survives pruning at ${loaded.toFixed(2)}; loading pruning ${LOOSE_PRUNING} …` };
     }
-    return { note: `No feature node survives pruning at ${loaded.toFixed(2)} (edges ${data.settings.edge_threshold ?? "—"}): this graph's influence is in its error and token nodes. Move the pruning slider right.` };
+    const from = this.autoPruned === data.slug ? `${this.autoPrunedFrom.toFixed(2)} or ` : "";
+    return { note: `No feature node survives pruning at ${from}${loaded.toFixed(2)} (edges ${data.settings.edge_threshold ?? "—"}): this graph's influence is in its error and token nodes. Move the pruning slider right.` };
   }
 
   /** A message that stays until the next graph (e.g. state that names nodes the graph lacks). */
