@@ -13,17 +13,14 @@ from typing import Any
 
 import pytest
 import torch
-import transformers as hf
 from fastapi.testclient import TestClient
 
-from tests.factories.models import tiny_config, tiny_tokenizer
+from tests.factories.assets import write_tiny_model_and_transcoders
 from tests.server.browser import LiveServer
 from tests.server.test_browser import shot
 from tracewire.graph.graph import Graph
 from tracewire.server import create_app
 from tracewire.server.attribution_jobs import AttributionJobs, AttributionSettings
-from tracewire.transcoders.io import save_transcoders
-from tracewire.transcoders.synthetic import random_plt
 
 PROMPT = "The capital of France is"
 SETTINGS = ["--target", "Paris", "--max-feature-nodes", "20"]
@@ -31,14 +28,7 @@ SETTINGS = ["--target", "Paris", "--max-feature-nodes", "20"]
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny random model and tiny transcoders on disk, as a user passes them to the CLI."""
-    root = tmp_path_factory.mktemp("attribute-assets")
-    torch.manual_seed(0)
-    model = hf.AutoModelForCausalLM.from_config(tiny_config("llama"))
-    model.save_pretrained(root / "model")
-    tiny_tokenizer().save_pretrained(root / "model")
-    save_transcoders(random_plt(3, 16, 24, activation="relu", skip=True), root / "tc")
-    return root / "model", root / "tc"
+    return write_tiny_model_and_transcoders(tmp_path_factory.mktemp("attribute-assets"))
 
 
 @pytest.fixture
