@@ -274,3 +274,34 @@ def test_search_finds_a_label_in_another_graph_and_opens_it(browser: Any, site: 
     shot(page, "12-search")
     context.close()
     assert not errors, errors
+
+
+# ------------------------------------------------------------------------------ files and the list
+def test_download_of_a_file_opened_graph_and_one_list_entry_per_graph(
+    browser: Any, site: dict[str, Any], tmp_path: Path
+) -> None:
+    context, page, errors = fresh_page(browser)
+    open_graph(page, site["url"], "demo")
+    options = page.locator("#graph-select option").all_inner_texts()
+    assert [text.split(" — ")[0] for text in options] == [
+        "demo",
+        "packed",
+        "small",
+    ]  # broken.json: not listed
+    assert "broken.json" in page.get_attribute("#graph-select", "title")
+    document = json.loads((site["root"] / "small.json").read_text())
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(document))
+    page.set_input_files("#file-input", str(path))
+    page.wait_for_selector('body[data-graph="mine.json"]')
+    assert "graph=" not in page.url  # the URL no longer names a served graph
+    first = page.evaluate("() => window.tracewire.explorer.data.nodes.find((n, i) => i > 0).node_id")
+    page.evaluate("(id) => window.tracewire.explorer.state.togglePin(id)", first)
+    with page.expect_download() as download:
+        page.click("#download-link")
+    saved = json.loads(Path(download.value.path()).read_text())
+    assert download.value.suggested_filename == "mine.json"
+    assert len(saved["nodes"]) == len(document["nodes"]) and len(saved["links"]) == len(document["links"])
+    assert saved["qParams"]["pinnedIds"] == [first]
+    context.close()
+    assert not errors, errors
