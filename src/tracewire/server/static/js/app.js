@@ -95,6 +95,7 @@ class Explorer {
     status.textContent = text;
     status.title = text;
     status.classList.toggle("error", error);
+    if (error) this.setNotice(text); // the status line can be narrow: an error also shows over the graph
   }
 
   // ------------------------------------------------------------------------------ loading
