@@ -305,3 +305,36 @@ def test_download_of_a_file_opened_graph_and_one_list_entry_per_graph(
     assert saved["qParams"]["pinnedIds"] == [first]
     context.close()
     assert not errors, errors
+
+
+def test_a_neuronpedia_style_url_opens_here(browser: Any, site: dict[str, Any]) -> None:
+    """``slug=`` (Neuronpedia's name for the graph), thresholds, error switch and link limit."""
+    graph = demo_graph()
+    clicked = node_ids(graph)[int(prune_graph(graph, 0.85, 0.98).node_mask.nonzero()[0])]
+    query = urllib.parse.urlencode(
+        {
+            "slug": "demo",
+            "clickedId": clicked,
+            "pruningThreshold": "0.85",
+            "edgeThreshold": "0.9",
+            "hideErrorNodes": "true",
+            "linkLimit": "5000",
+            "densityThreshold": "0.5",
+        }
+    )
+    context, page, errors = fresh_page(browser)
+    page.goto(f"{site['url']}/?{query}")
+    wait_ready(page, "demo")
+    assert page.evaluate("() => window.tracewire.explorer.data.settings") == {
+        "node_threshold": 0.85,
+        "edge_threshold": 0.9,
+        "query": f"node_threshold=0.85&edge_threshold=0.9&keep={clicked}",
+    }
+    assert page.input_value("#threshold") == "0.85" and page.input_value("#edge-threshold") == "0.9"
+    assert page.is_checked("#hide-errors") and page.input_value("#link-limit") == "5000"
+    assert page.evaluate("() => window.tracewire.explorer.state.clickedId") == clicked
+    shown = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)
+    assert shown["graph"] == ["demo"] and shown["densityThreshold"] == ["0.5"]  # kept as it came
+    assert shown["hideErrorNodes"] == ["true"] and shown["linkLimit"] == ["5000"]
+    context.close()
+    assert not errors, errors
