@@ -165,3 +165,42 @@ def test_the_first_view_shows_features_or_says_why_none_survive(browser: Any, tm
         assert page.evaluate(features_shown) == 0
         shot(page, "22-no-feature-survives")
         context.close()
+
+
+def test_very_many_links_are_drawn_as_bundles_with_the_summed_weights(browser: Any, site: str) -> None:
+    """The level of detail for dense graphs, forced on the demo graph: each bundle is the sum of the
+    drawn links between two (layer, position) cells, positive and negative apart."""
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    page.goto(f"{site}/?graph=demo")
+    page.wait_for_selector('body[data-status="ready"][data-graph="demo"]', timeout=30_000)
+    bundles, n_pos, n_layers = page.evaluate(
+        """() => { const ex = window.tracewire.explorer; ex.renderer.bundleAbove = 10;
+           ex.renderer.refresh(); return [ex.renderer.bundles, ex.data.nPos, ex.data.nLayers]; }"""
+    )
+    nodes, links = page.evaluate(
+        """() => { const ex = window.tracewire.explorer, d = ex.data; const nodes = d.nodes.map((n, i) =>
+             ({ type: n.feature_type, layer: n.layer, ctx: n.ctx_idx, shown: !!ex.renderer.visible[i] }));
+           const links = []; for (let e = 0; e < d.nLinks; e++)
+             links.push([d.linkSource[e], d.linkTarget[e], d.linkWeight[e]]);
+           return [nodes, links]; }"""
+    )
+
+    def cell(node: dict[str, Any]) -> int:
+        layer = (
+            -1 if node["type"] == "embedding" else n_layers if node["type"] == "logit" else int(node["layer"])
+        )
+        return (layer + 1) * n_pos + int(node["ctx"])
+
+    expected: dict[tuple[int, int], list[float]] = {}
+    for source, target, weight in links:
+        if nodes[source]["shown"] and nodes[target]["shown"]:
+            sums = expected.setdefault((cell(nodes[source]), cell(nodes[target])), [0.0, 0.0])
+            sums[weight < 0] += weight
+    assert len(bundles) == len(expected) < len(links)
+    for bundle in bundles:
+        positive, negative = expected[(bundle["source"], bundle["target"])]
+        assert bundle["positive"] == pytest.approx(positive, rel=1e-6)
+        assert bundle["negative"] == pytest.approx(negative, rel=1e-6)
+    shot(page, "23-bundled-links")
+    context.close()

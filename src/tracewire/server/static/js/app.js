@@ -376,7 +376,8 @@ class Explorer {
 
   updateSummary() {
     const shown = this.renderer.visible.reduce((a, v) => a + v, 0);
-    $("graph-summary").textContent = `${shown} of ${this.data.nodes.length} nodes · ${this.renderer.visibleLinks} of ${this.data.nLinks} links`;
+    const bundled = this.renderer.bundles ? ` (drawn as ${this.renderer.bundles.length} bundles by layer and position; hover a node for its own)` : "";
+    $("graph-summary").textContent = `${shown} of ${this.data.nodes.length} nodes · ${this.renderer.visibleLinks} of ${this.data.nLinks} links${bundled}`;
   }
 
   // ------------------------------------------------------------------------------ selection
