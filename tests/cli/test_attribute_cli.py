@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-import transformers as hf
 from typer.testing import CliRunner
 
-from tests.factories.models import tiny_config, tiny_tokenizer
+from tests.factories.assets import write_tiny_model_and_transcoders
 from tracewire import __version__
 from tracewire.cli.main import app
 from tracewire.graph.graph import Graph
@@ -21,13 +19,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("cli")
-    torch.manual_seed(0)
-    model = hf.AutoModelForCausalLM.from_config(tiny_config("llama"))
-    model.save_pretrained(root / "model")
-    tiny_tokenizer().save_pretrained(root / "model")
-    save_transcoders(random_plt(3, 16, 24, activation="relu", skip=True), root / "tc")
-    return root / "model", root / "tc"
+    return write_tiny_model_and_transcoders(tmp_path_factory.mktemp("cli"))
 
 
 def test_version_and_help() -> None:

@@ -35,10 +35,16 @@ def serve_command(
         Path | None, typer.Option("--features", help="Feature store (features.sqlite) for cards and labels.")
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Model for steering (alias, folder, .gguf, hub id).")
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model for steering and attribution from the page (alias, folder, .gguf, hub id).",
+        ),
     ] = None,
     transcoders: Annotated[
-        str | None, typer.Option("--transcoders", "-t", help="Transcoders for steering (with --model).")
+        str | None,
+        typer.Option("--transcoders", "-t", help="Transcoders for steering and attribution (with --model)."),
     ] = None,
     read_only: Annotated[
         bool, typer.Option("--read-only", help="Never write: refuse saving qParams and labels.")
@@ -50,6 +56,7 @@ def serve_command(
     import uvicorn
 
     from tracewire.server import FeatureService, create_app, open_feature_store
+    from tracewire.server.attribution_jobs import AttributionJobs, AttributionSettings
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not directory.is_dir():
@@ -64,6 +71,11 @@ def serve_command(
             open_feature_store(str(features), readonly=read_only), writable=not read_only
         )
     steerer = _steerer(model, transcoders, dtype, device) if model and transcoders else None
+    attribution = (
+        AttributionJobs(AttributionSettings(model, transcoders, dtype=dtype, device=device))
+        if model and transcoders and not read_only
+        else None
+    )
     public = host not in _LOOPBACK
     if public:
         logger.warning("binding %s: the explorer is reachable from the network (it can write files)", host)
@@ -71,6 +83,7 @@ def serve_command(
         directory,
         features=feature_service,
         steerer=steerer,
+        attribution=attribution,
         read_only=read_only,
         allowed_hosts=None if public else ("127.0.0.1", "localhost", "[::1]"),
     )

@@ -18,7 +18,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from tracewire._version import __version__
-from tracewire.server import attention_routes, feature_routes, graph_routes, steer_routes, ui_routes
+from tracewire.server import (
+    attention_routes,
+    attribution_routes,
+    feature_routes,
+    graph_routes,
+    search_routes,
+    steer_routes,
+    ui_routes,
+)
+from tracewire.server.attribution_jobs import AttributionJobs
 from tracewire.server.context import ServerContext
 from tracewire.server.feature_service import FeatureService
 from tracewire.server.graph_files import GraphDirectory
@@ -43,12 +52,14 @@ def create_app(
     read_only: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     allowed_hosts: Iterable[str] | None = LOOPBACK_HOSTS,
+    attribution: AttributionJobs | None = None,
 ) -> FastAPI:
     """The explorer app serving the graphs of ``graph_dir``.
 
     ``features``: feature cards and labels (a :class:`FeatureService` over a FeatureStore);
     ``steerer``: enables POST /api/steer; ``read_only``: refuse to save qParams and labels;
-    ``allowed_hosts``: ``Host`` names answered (None: any, for a deliberate public bind).
+    ``allowed_hosts``: ``Host`` names answered (None: any, for a deliberate public bind);
+    ``attribution``: runs ``tracewire attribute`` jobs started from the page.
     """
     directory = GraphDirectory(graph_dir)
     context = ServerContext(
@@ -66,6 +77,8 @@ def create_app(
             features.close()
         if steerer is not None:
             steerer.close()
+        if attribution is not None:
+            attribution.close()
 
     app = FastAPI(
         title="tracewire graph explorer",
@@ -81,6 +94,7 @@ def create_app(
     )
     app.state.tracewire = context
     app.state.static_files = ui_routes.static_files()
+    app.state.attribution = attribution
     app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes, allowed_hosts=allowed_hosts)
 
     @app.get("/api/info", response_model=ServerInfo, tags=["server"], summary="What this server can do")
@@ -90,6 +104,7 @@ def create_app(
             features=features is not None,
             labels_writable=features is not None and features.writable and not read_only,
             steering=steerer is not None,
+            attribution=attribution is not None and not read_only,
             read_only=read_only,
             max_body_bytes=max_body_bytes,
         )
@@ -109,7 +124,15 @@ def create_app(
         logger.exception("unexpected error answering %s %s", request.method, request.url.path)
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"}, 500)
 
-    for module in (graph_routes, attention_routes, feature_routes, steer_routes, ui_routes):
+    for module in (
+        graph_routes,
+        attention_routes,
+        feature_routes,
+        steer_routes,
+        search_routes,
+        attribution_routes,
+        ui_routes,
+    ):
         app.include_router(module.router)
 
     return app

@@ -24,6 +24,7 @@ from tracewire.server.graph_files import SLUG_PATTERN, GraphFile
 from tracewire.server.graph_store import DEFAULT_EDGE_THRESHOLD, DEFAULT_NODE_THRESHOLD, UnknownNodesError
 from tracewire.server.graph_summary import summarize
 from tracewire.server.graph_view import GraphView, dumps_json
+from tracewire.server.kept_nodes import parse_keep
 from tracewire.server.schemas import (
     GraphList,
     GraphSummary,
@@ -58,6 +59,16 @@ EdgeThreshold = Annotated[
         description=f"tracewire graphs only: edge pruning threshold (default {DEFAULT_EDGE_THRESHOLD}).",
     ),
 ]
+Keep = Annotated[
+    str | None,
+    Query(
+        max_length=16_000,  # uvicorn's (h11's) limit on a request line with its headers
+        description=(
+            "Comma-separated node ids shown whatever the thresholds (pinned nodes), with their links "
+            "to shown nodes; ids the graph lacks are ignored (compare with the returned nodes)."
+        ),
+    ),
+]
 _JSON: dict[str, Any] = {"application/json": {}}
 MAX_LINKS_PAGE = 1_000_000
 
@@ -76,7 +87,11 @@ def list_graphs(context: Context) -> GraphList:
     },
 )
 def graph_document(
-    slug: Slug, context: Context, node_threshold: NodeThreshold = None, edge_threshold: EdgeThreshold = None
+    slug: Slug,
+    context: Context,
+    node_threshold: NodeThreshold = None,
+    edge_threshold: EdgeThreshold = None,
+    keep: Keep = None,
 ) -> StreamingResponse:
     file = context.file(slug)
     headers = {"Content-Disposition": f'attachment; filename="{slug}.json"'}
@@ -84,7 +99,7 @@ def graph_document(
     if file.kind == "neuronpedia" and node_threshold is None and not labels:
         _check_readable(context, slug)
         return StreamingResponse(_file_chunks(file), media_type="application/json", headers=headers)
-    view = _view(context, slug, node_threshold, edge_threshold)
+    view = _view(context, slug, node_threshold, edge_threshold, keep)
     return StreamingResponse(view.iter_document(labels), media_type="application/json", headers=headers)
 
 
@@ -102,10 +117,14 @@ def graph_document(
     },
 )
 def graph_nodes(
-    slug: Slug, context: Context, node_threshold: NodeThreshold = None, edge_threshold: EdgeThreshold = None
+    slug: Slug,
+    context: Context,
+    node_threshold: NodeThreshold = None,
+    edge_threshold: EdgeThreshold = None,
+    keep: Keep = None,
 ) -> Response:
     loaded = context.loaded(slug)
-    view = _view(context, slug, node_threshold, edge_threshold)
+    view = _view(context, slug, node_threshold, edge_threshold, keep)
     body = {
         "slug": slug,
         "kind": loaded.kind,
@@ -138,8 +157,9 @@ def graph_links(
     limit: Annotated[int, Query(ge=1, le=MAX_LINKS_PAGE)] = 250_000,
     node_threshold: NodeThreshold = None,
     edge_threshold: EdgeThreshold = None,
+    keep: Keep = None,
 ) -> Response:
-    view = _view(context, slug, node_threshold, edge_threshold)
+    view = _view(context, slug, node_threshold, edge_threshold, keep)
     return Response(view.links_json(offset, limit), media_type="application/json")
 
 
@@ -180,11 +200,15 @@ def save_q_params(slug: Slug, request: SaveQParamsRequest, context: Context) -> 
 
 
 def _view(
-    context: ServerContext, slug: str, node_threshold: float | None, edge_threshold: float | None
+    context: ServerContext,
+    slug: str,
+    node_threshold: float | None,
+    edge_threshold: float | None,
+    keep: str | None = None,
 ) -> GraphView:
     loaded = context.loaded(slug)
     try:
-        return loaded.view(node_threshold, edge_threshold)
+        return loaded.view(node_threshold, edge_threshold, parse_keep(keep))
     except GraphFormatError as exc:
         raise HTTPException(422, f"graph {slug!r} cannot be shown: {exc}") from None
 

@@ -32,6 +32,7 @@ from tracewire.graph.pruning import prune_graph
 from tracewire.graph.scores import ScoreContext
 from tracewire.server.graph_files import GraphDirectory, GraphFile
 from tracewire.server.graph_view import GraphView, finite_or_null
+from tracewire.server.kept_nodes import keep_nodes, kept_positions
 
 #: Pruning defaults for .safetensors graphs (circuit-tracer's and tracewire's export defaults).
 DEFAULT_NODE_THRESHOLD = 0.8
@@ -41,6 +42,8 @@ Q_PARAMS_KEY = "qParams"
 #: How long a scores request waits for the whole-graph scores before answering without them.
 FULL_SCORES_WAIT_S = 0.5
 _VIEWS_PER_GRAPH = 4
+#: A view's cache key: node threshold, edge threshold, kept node ids.
+ViewKey = tuple[float | None, float | None, tuple[str, ...]]
 _GRAPHS_KEPT = 4
 
 
@@ -61,7 +64,7 @@ class LoadedGraph:
         self.file = file
         self.stamp = stamp
         self._lock = threading.RLock()
-        self._views: OrderedDict[tuple[float | None, float | None], GraphView] = OrderedDict()
+        self._views: OrderedDict[ViewKey, GraphView] = OrderedDict()
         self._graph: Graph | None = None
         self._document: dict[str, Any] | None = None
         self._context: ScoreContext | None = None
@@ -78,30 +81,35 @@ class LoadedGraph:
         return self.file.kind
 
     # ---------------------------------------------------------------------------------- views
-    def view(self, node_threshold: float | None, edge_threshold: float | None) -> GraphView:
-        """The nodes and links to show (cached per threshold pair)."""
+    def view(
+        self, node_threshold: float | None, edge_threshold: float | None, keep: tuple[str, ...] = ()
+    ) -> GraphView:
+        """The nodes and links to show (cached per thresholds and kept node ids)."""
         if self.kind == "tracewire":
             node_threshold = DEFAULT_NODE_THRESHOLD if node_threshold is None else node_threshold
             edge_threshold = DEFAULT_EDGE_THRESHOLD if edge_threshold is None else edge_threshold
         else:
             edge_threshold = None  # a JSON file's links are what they are
-        key = (node_threshold, edge_threshold)
+        key = (node_threshold, edge_threshold, keep)
         with self._lock:
             cached = self._views.get(key)
             if cached is not None:
                 self._views.move_to_end(key)
                 return cached
-            view = self._build_view(node_threshold, edge_threshold)
+            view = self._build_view(node_threshold, edge_threshold, keep)
             self._views[key] = view
             while len(self._views) > _VIEWS_PER_GRAPH:
                 self._views.popitem(last=False)
             return view
 
-    def _build_view(self, node_threshold: float | None, edge_threshold: float | None) -> GraphView:
+    def _build_view(
+        self, node_threshold: float | None, edge_threshold: float | None, keep: tuple[str, ...]
+    ) -> GraphView:
         if self._graph is not None and self.kind == "tracewire":
             assert node_threshold is not None and edge_threshold is not None
             graph = self._graph
             prune = prune_graph(graph, node_threshold, edge_threshold)
+            prune = keep_nodes(graph, prune, kept_positions(self._node_index(), keep))
             stored = graph.metadata.get(Q_PARAMS_KEY)
             document = to_neuronpedia_json(
                 graph,
@@ -118,7 +126,7 @@ class LoadedGraph:
             return view
         assert self._document is not None
         view = GraphView.from_document(self._document, self.file.path.name)
-        return view if node_threshold is None else view.filtered(node_threshold)
+        return view if node_threshold is None else view.filtered(node_threshold, kept_ids=set(keep))
 
     # --------------------------------------------------------------------------------- scores
     def graph(self) -> Graph:

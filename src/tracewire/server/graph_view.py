@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,16 +75,17 @@ class GraphView:
             link_weights=weights,
         )
 
-    def filtered(self, node_threshold: float) -> GraphView:
+    def filtered(self, node_threshold: float, kept_ids: Collection[str] = ()) -> GraphView:
         """Nodes whose cumulative influence is at most ``node_threshold`` (the slider's rule).
 
-        Embeddings and logits always stay, as do nodes without an influence value; links stay when
-        both ends do.
+        Embeddings and logits always stay, as do nodes without an influence value and the nodes
+        named in ``kept_ids`` (pinned ones); links stay when both ends do.
         """
         keep = [
             node.get("feature_type") in NODE_TYPES_ALWAYS_SHOWN
             or not isinstance(node.get("influence"), int | float)
             or node["influence"] <= node_threshold
+            or node.get("node_id") in kept_ids
             for node in self.nodes
         ]
         new_index: list[int] = []

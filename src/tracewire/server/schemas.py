@@ -49,6 +49,10 @@ class ServerInfo(BaseModel):
     features: bool = Field(description="A feature store is open (feature cards, labels).")
     labels_writable: bool
     steering: bool = Field(description="A model and transcoders are loaded (POST /api/steer).")
+    attribution: bool = Field(
+        default=False,
+        description="Attribution jobs can be started from the page (POST /api/attribution/jobs).",
+    )
     read_only: bool = Field(description="Saving qParams is refused.")
     max_body_bytes: int
 

@@ -43,4 +43,8 @@ export const api = {
   edgeHeads: (slug, ids, top) =>
     request("GET", `/api/graphs/${enc(slug)}/heads?${new URLSearchParams({ ...ids, top })}`),
   qk: (slug, body) => request("POST", `/api/graphs/${enc(slug)}/qk`, body),
+  startAttribution: (body) => request("POST", "/api/attribution/jobs", body),
+  cancelAttribution: (id) => request("DELETE", `/api/attribution/jobs/${enc(id)}`),
+  attributionEventsUrl: (id) => `/api/attribution/jobs/${enc(id)}/events`,
+  search: (query) => request("GET", `/api/search?q=${enc(query)}`),
 };

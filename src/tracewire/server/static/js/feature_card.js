@@ -64,8 +64,8 @@ export class FeatureCardPanel {
         el("div", {},
           el("h3", { text: "top / bottom logits" }),
           el("div", { class: "card-columns" },
-            el("ol", { class: "logit-list top", id: "top-logits" }, (card.top_logits || []).slice(0, 8).map((t) => el("li", { text: showToken(t) }))),
-            el("ol", { class: "logit-list bottom" }, (card.bottom_logits || []).slice(0, 8).map((t) => el("li", { text: showToken(t) }))),
+            logitList("logit-list top", "top-logits", card.top_logits, card.top_logit_values),
+            logitList("logit-list bottom", "bottom-logits", card.bottom_logits, card.bottom_logit_values),
           ),
         ),
       ),
@@ -105,6 +105,17 @@ function histogram(card) {
     box.append(svg("rect", { x: b * w + 0.3, y: 62 - h, width: Math.max(0.5, w - 0.6), height: h }, svg("title", { text: `${count}` })));
   });
   box.append(svg("line", { x1: 0, x2: 200, y1: 62.5, y2: 62.5, stroke: "#999", "stroke-width": 0.5 }));
-  const range = `${formatNumber(card.act_min ?? 0)} … ${formatNumber(card.act_max ?? 0)} (log counts)`;
-  return el("div", {}, box, el("div", { class: "card-stats", text: range }));
+  const low = card.act_min ?? 0, high = card.act_max ?? 0;
+  return el("div", { class: "histogram-box" },
+    el("div", { class: "hist-y", text: `count (log scale), max ${max}` }),
+    box,
+    el("div", { class: "hist-x", id: "histogram-axis" },
+      el("span", { text: formatNumber(low) }), el("span", { text: `activation · ${formatNumber((low + high) / 2)}` }), el("span", { text: formatNumber(high) })));
+}
+
+/** Promoted (top) or suppressed (bottom) tokens, with their logit-lens values when the card has them. */
+function logitList(cls, id, tokens = [], values = []) {
+  return el("ol", { class: cls, id }, tokens.slice(0, 8).map((token, k) => el("li", {},
+    showToken(token),
+    typeof values?.[k] === "number" ? el("span", { class: "logit-value", text: ` ${formatNumber(values[k])}` }) : null)));
 }

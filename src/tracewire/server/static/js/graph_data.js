@@ -128,11 +128,16 @@ export class GraphData {
   }
 }
 
-/** Load a graph from the server: its nodes and its links in pages (fetched concurrently). */
-export async function loadServerGraph(slug, { nodeThreshold, edgeThreshold } = {}) {
+/**
+ * Load a graph from the server: its nodes and its links in pages (fetched concurrently). `keep`:
+ * node ids shown whatever the thresholds (pins, supernode members, the clicked node).
+ */
+export async function loadServerGraph(slug, { nodeThreshold, edgeThreshold, keep = [] } = {}) {
   const params = new URLSearchParams();
   if (nodeThreshold !== undefined && nodeThreshold !== null) params.set("node_threshold", nodeThreshold);
   if (edgeThreshold !== undefined && edgeThreshold !== null) params.set("edge_threshold", edgeThreshold);
+  // nodes the user's state names survive the server's pruning (sorted: one cached view per set)
+  if (keep.length) params.set("keep", [...keep].sort().join(","));
   const query = params.toString();
   // Nodes and the first page of links at once (the server prunes once for both).
   const [head, first] = await Promise.all([api.nodes(slug, query), api.links(slug, query, 0, LINKS_PAGE)]);

@@ -60,7 +60,7 @@ export function computeLayout(data, visible, width, height) {
     members.forEach((i, j) => {
       x[i] = x0 + (j % cols) * dx;
       y[i] = y0 + Math.floor(j / cols) * dy;
-      r[i] = data.nodeKind[i] === KIND.EMBEDDING ? Math.max(radius, 4) : radius;
+      r[i] = data.nodeKind[i] === KIND.EMBEDDING ? Math.max(radius, 4) : Math.min(radius * importance(data, i), Math.min(dx, dy) * 0.5);
     });
   }
   // Logits: most probable at the right, ending at the last position's column.
@@ -73,6 +73,15 @@ export function computeLayout(data, visible, width, height) {
     r[i] = 5;
   });
   return { x, y, r, rowY, colX, colW, rowH, width, height, logitSpacing: spacing };
+}
+
+/**
+ * Radius factor by influence: a node's `influence` is the cumulative share of the graph's influence
+ * at its rank, so the most influential nodes have the smallest values and are drawn largest.
+ */
+function importance(data, i) {
+  const value = data.influence[i];
+  return Number.isNaN(value) ? 1 : Math.max(0.6, Math.min(1.5, 1.5 - value));
 }
 
 /** A uniform grid over node positions for hit testing (nearest node under the pointer). */

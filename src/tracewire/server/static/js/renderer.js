@@ -1,4 +1,5 @@
-// Canvas drawing of the link graph, and pointer interaction (hover, click, pan, zoom).
+// Canvas drawing of the link graph, and pointer interaction (hover, click, pan, zoom, and dragging
+// a node onto another one, which groups them into a supernode).
 //
 // Two stacked canvases: the base one holds every visible link and node and is redrawn only when
 // the graph, the filter or the view changes; the overlay holds what changes on every pointer move
@@ -13,6 +14,8 @@ import { computeLayout, HitGrid, MARGIN } from "./layout.js";
 
 // Link width levels are linear in |weight| / max |weight|; the lowest ones are 1-pixel hairlines.
 const WIDTH_LEVELS = 6;
+// Above this many links to draw, the base layer draws them bundled by cell (see drawBundles).
+const BUNDLE_ABOVE = 150000;
 const THIN_LEVELS = 3;
 const COLORS = {
   pos: "43,108,176", neg: "197,48,48",
@@ -25,8 +28,8 @@ const COLORS = {
 const LOGIT_CLERP = /^Output "(.*)" \(p=([^)]*)\)$/s;
 
 export class Renderer {
-  constructor({ pane, base, overlay, tooltip, onHover, onClick }) {
-    Object.assign(this, { pane, base, overlay, tooltip, onHover, onClick });
+  constructor({ pane, base, overlay, tooltip, onHover, onClick, onDrop }) {
+    Object.assign(this, { pane, base, overlay, tooltip, onHover, onClick, onDrop });
     this.view = { k: 1, tx: 0, ty: 0 };
     this.drawnView = { ...this.view };
     this.data = null;
@@ -35,6 +38,7 @@ export class Renderer {
     this.labelOf = (i) => String(i);
     this.redrawTimer = null;
     this.pointer = null;
+    this.bundleAbove = BUNDLE_ABOVE;
     this.bindEvents();
     new ResizeObserver(() => this.data && this.refresh({ relayout: true })).observe(pane);
   }
@@ -136,6 +140,12 @@ export class Renderer {
       count++;
     }
     this.visibleLinks = count;
+    this.bundles = null;
+    if (count > this.bundleAbove) {
+      this.drawBundles(ctx, k, shown);
+      this.drawNodes(ctx, k);
+      return;
+    }
     const baseAlpha = Math.min(0.55, Math.max(0.02, 7 / Math.sqrt(Math.max(count, 1))));
     const { x, y } = layout;
     const hairline = 1 / (k * this.dpr); // Skia rasterises 1-device-pixel lines on a fast path
@@ -160,6 +170,54 @@ export class Renderer {
       }
     }
     this.drawNodes(ctx, k);
+  }
+
+  /**
+   * Level of detail for very many links (a dense 2k-node graph has ~700k): links are bundled by
+   * the (layer, position) cells of their ends, positive and negative apart, and each bundle is one
+   * line between the cells' centroids, as wide as its summed |weight|. Hundreds of thousands of
+   * overlapping hairlines draw as a grey haze that takes seconds to rasterise in software; a few
+   * thousand bundles show where the weight flows in milliseconds. Hover and click still draw the
+   * node's exact links on the overlay.
+   */
+  drawBundles(ctx, k, shown) {
+    const { data, layout, visible } = this;
+    const { x, y } = layout;
+    const nCols = data.nPos;
+    const nCells = (data.nLayers + 2) * nCols;
+    const cellOf = (i) => (data.layer[i] + 1) * nCols + data.ctx[i];
+    const cx = new Float64Array(nCells), cy = new Float64Array(nCells), cn = new Int32Array(nCells);
+    for (let i = 0; i < data.nodes.length; i++) {
+      if (!visible[i]) continue;
+      const c = cellOf(i);
+      cx[c] += x[i]; cy[c] += y[i]; cn[c]++;
+    }
+    const sums = new Map(); // source cell * nCells + target cell -> [positive sum, negative sum]
+    for (const links of shown) {
+      for (const e of links) {
+        const key = cellOf(data.linkSource[e]) * nCells + cellOf(data.linkTarget[e]);
+        let entry = sums.get(key);
+        if (!entry) { entry = [0, 0]; sums.set(key, entry); }
+        const w = data.linkWeight[e];
+        entry[w < 0 ? 1 : 0] += w;
+      }
+    }
+    let maxAbs = 1e-30;
+    for (const [pos, neg] of sums.values()) maxAbs = Math.max(maxAbs, pos, -neg);
+    this.bundles = [...sums].map(([key, [positive, negative]]) => ({ source: Math.floor(key / nCells), target: key % nCells, positive, negative }));
+    for (const sign of [1, 0]) { // positive on top
+      ctx.strokeStyle = `rgba(${sign ? COLORS.neg : COLORS.pos},0.45)`;
+      for (const [key, entry] of sums) {
+        const w = entry[sign];
+        if (w === 0) continue;
+        const a = Math.floor(key / nCells), b = key % nCells;
+        ctx.beginPath();
+        ctx.moveTo(cx[a] / cn[a], cy[a] / cn[a]);
+        ctx.lineTo(cx[b] / cn[b], cy[b] / cn[b]);
+        ctx.lineWidth = (0.4 + 5 * Math.sqrt(Math.abs(w) / maxAbs)) / k;
+        ctx.stroke();
+      }
+    }
   }
 
   drawAxes(ctx, k) {
@@ -305,6 +363,18 @@ export class Renderer {
     for (const i of pinned) ring(i, COLORS.pin, 2.2, 2.5);
     ring(hovered, COLORS.text, 1.5, 2);
     ring(selected, COLORS.selected, 2.5, 3.5);
+    const drag = this.pointer?.node >= 0 && this.pointer.dragging ? this.pointer : null;
+    if (drag) {
+      ring(drag.node, COLORS.pin, 2.5, 3.5);
+      ctx.beginPath();
+      ctx.moveTo(x[drag.node], y[drag.node]);
+      ctx.lineTo((drag.px - tx) / k, (drag.py - ty) / k);
+      ctx.setLineDash([6 / k, 4 / k]);
+      ctx.strokeStyle = COLORS.pin;
+      ctx.lineWidth = 2 / k;
+      ctx.stroke();
+      ctx.setLineDash([]);
+    }
   }
 
   // ------------------------------------------------------------------------------ pointer
@@ -312,13 +382,20 @@ export class Renderer {
     const canvas = this.overlay;
     canvas.addEventListener("pointerdown", (event) => {
       canvas.setPointerCapture(event.pointerId);
-      this.pointer = { x: event.clientX, y: event.clientY, view: { ...this.view }, dragging: false };
+      // pressed on a node: a drag carries the node (drop it on another to group them); else it pans
+      this.pointer = { x: event.clientX, y: event.clientY, view: { ...this.view }, dragging: false, node: this.nodeAt(event) };
     });
     canvas.addEventListener("pointermove", (event) => {
       if (this.pointer) {
         const dx = event.clientX - this.pointer.x;
         const dy = event.clientY - this.pointer.y;
         if (!this.pointer.dragging && Math.hypot(dx, dy) > 4) this.pointer.dragging = true;
+        if (this.pointer.dragging && this.pointer.node >= 0) {
+          Object.assign(this.pointer, this.local(event));
+          this.hover(event);
+          this.scheduleOverlay();
+          return;
+        }
         if (this.pointer.dragging) {
           this.view.tx = this.pointer.view.tx + dx;
           this.view.ty = this.pointer.view.ty + dy;
@@ -332,6 +409,12 @@ export class Renderer {
       const pointer = this.pointer;
       this.pointer = null;
       if (!pointer) return;
+      if (pointer.dragging && pointer.node >= 0) {
+        const target = this.nodeAt(event);
+        if (target >= 0 && target !== pointer.node) this.onDrop?.(pointer.node, target);
+        this.scheduleOverlay();
+        return;
+      }
       if (pointer.dragging) { this.scheduleRedraw(0); return; }
       const i = this.nodeAt(event);
       this.onClick(i, event);

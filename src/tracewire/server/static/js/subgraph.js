@@ -12,9 +12,11 @@ export class SubgraphPanel {
     this.scoreMessage = "";
   }
 
-  setScores(scores, message = "") {
+  /** `pinned`: the ids the scores are for (the box's data-pins, which a test waits on). */
+  setScores(scores, message = "", pinned = []) {
     this.scores = scores;
     this.scoreMessage = message;
+    this.scoredPins = scores ? pinned.join(",") : "";
     this.renderScores();
   }
 
@@ -47,6 +49,15 @@ export class SubgraphPanel {
       el("button", { text: "unpin checked", onclick: () => this.unpinChecked() }),
       el("button", { text: "clear pins", disabled: !this.state.pinned.length, onclick: () => this.state.unpin([...this.state.pinned]) }),
     );
+    // nothing pinned: one line, no space reserved for an empty drawing
+    this.root.classList.toggle("empty-subgraph", !items.length);
+    if (!items.length) {
+      this.scoreBox = null;
+      this.nameInput = null;
+      replaceChildren(this.root, el("h2", { text: "subgraph" }),
+        el("p", { class: "empty", text: "Pin nodes (shift-click, or p) to score a subgraph; hold g and click, or drag a node onto another, to group them into a supernode." }));
+      return;
+    }
     replaceChildren(this.root,
       el("h2", { text: `subgraph (${this.state.pinned.length} pinned)` }),
       this.scoreBox,
@@ -61,6 +72,7 @@ export class SubgraphPanel {
   renderScores() {
     if (!this.scoreBox) return;
     const s = this.scores;
+    this.scoreBox.dataset.pins = this.scoredPins || "";
     if (!s) {
       replaceChildren(this.scoreBox, el("span", { class: "muted", text: this.scoreMessage || "pin nodes (ctrl/⌘/shift-click, or p) to score a subgraph" }));
       return;
@@ -87,8 +99,8 @@ export class SubgraphPanel {
   }
 
   rename(item, text) {
-    if (item.group) item.group.name = text.trim() || item.group.name;
-    else this.state.nodeLabels[item.key] = text.trim();
+    if (item.group) { if (!this.state.rename(item.group, text)) this.render(this.data); return; }
+    this.state.nodeLabels[item.key] = text.trim();
     this.state.changed("labels");
   }
 
@@ -110,9 +122,13 @@ export class SubgraphPanel {
     this.state.unpin(ids);
   }
 
-  /** SVG: items placed by mean (position, layer); edges = summed link weights between items. */
+  /**
+   * SVG: items placed by mean (token position, layer) on labelled axes; edges = summed link weights
+   * between items. Labels go right, left, above or below their shape, wherever they overlap no
+   * other label or shape; one that fits nowhere is left out (its title still names it).
+   */
   drawing(data, items) {
-    const W = 520, H = 220, pad = 26;
+    const W = 520, H = 230, left = 40, right = 10, top = 12, bottom = 24;
     const box = svg("svg", { class: "subgraph-svg", id: "subgraph-svg", viewBox: `0 0 ${W} ${H}` });
     if (!items.length) return box;
     const owner = new Map();
@@ -128,21 +144,20 @@ export class SubgraphPanel {
     }
     this.edgeSums = sums;
     const nRows = data.nLayers + 2;
+    const colX = (c) => left + (c + 0.5) / data.nPos * (W - left - right);
+    const rowY = (r) => H - bottom - (r + 0.5) / nRows * (H - top - bottom);
+    this.axes(box, data, items, { W, H, left, bottom, nRows, colX, rowY });
     const pos = items.map((item) => {
       const mean = (f) => item.members.reduce((a, i) => a + f(i), 0) / item.members.length;
-      return {
-        x: pad + (mean((i) => data.ctx[i]) + 0.5) / data.nPos * (W - 2 * pad),
-        y: H - pad - (mean((i) => data.layer[i] + 1) + 0.5) / nRows * (H - 2 * pad),
-      };
+      return { x: colX(mean((i) => data.ctx[i])), y: rowY(mean((i) => data.layer[i] + 1)) };
     });
-    // nudge items that land on the same spot
+    // items on the same spot sit side by side
     const seen = new Map();
     for (const p of pos) {
-      const key = `${Math.round(p.x / 20)}:${Math.round(p.y / 14)}`;
+      const key = `${Math.round(p.x / 16)}:${Math.round(p.y / 12)}`;
       const count = seen.get(key) || 0;
       seen.set(key, count + 1);
-      p.x += (count % 4) * 26 - (count > 0 ? 13 : 0);
-      p.y += Math.floor(count / 4) * 14;
+      p.x += (count % 2 ? 1 : -1) * Math.ceil(count / 2) * 18;
     }
     const maxAbs = Math.max(1e-12, ...[...sums.values()].map(Math.abs));
     for (const [key, w] of sums) {
@@ -154,6 +169,7 @@ export class SubgraphPanel {
         "data-weight": w,
       }, svg("title", { text: `${items[a].label} → ${items[b].label}: ${formatNumber(w)}` })));
     }
+    const taken = pos.map(({ x, y }) => ({ x0: x - 8, x1: x + 8, y0: y - 8, y1: y + 8 }));
     items.forEach((item, k) => {
       const { x, y } = pos[k];
       const first = item.members[0];
@@ -161,13 +177,62 @@ export class SubgraphPanel {
       const shape = kind === "feature"
         ? svg("circle", { cx: x, cy: y, r: 6 })
         : svg("rect", { x: x - 7, y: y - 7, width: 14, height: 14, rx: kind === "supernode" ? 4 : 1 });
-      const label = item.label.length > 22 ? item.label.slice(0, 21) + "…" : item.label;
+      const text = item.label.length > 18 ? item.label.slice(0, 17) + "…" : item.label;
+      const label = placeLabel(text, x, y, taken, { W, H });
       box.append(svg("g", { class: `item ${kind}`, "data-key": item.key, onclick: () => this.onSelect(first) },
         shape,
-        // labels to the right of the shape, or to its left near the right edge
-        x > W - 150 ? svg("text", { x: x - 10, y: y + 4, "text-anchor": "end", text: label }) : svg("text", { x: x + 9, y: y + 4, text: label }),
+        label ? svg("text", { x: label.x, y: label.y, "text-anchor": label.anchor, text }) : null,
         svg("title", { text: item.label })));
     });
     return box;
   }
+
+  /** Layer names up the left (Emb, L0, …, Logit) and the tokens of the used positions along the bottom. */
+  axes(box, data, items, { W, H, left, bottom, nRows, colX, rowY }) {
+    const axis = svg("g", { class: "axes" });
+    const step = Math.max(1, Math.ceil(nRows / 10));
+    for (let r = 0; r < nRows; r += step) {
+      const name = r === 0 ? "Emb" : r === nRows - 1 ? "Logit" : `L${r - 1}`;
+      axis.append(svg("text", { x: left - 6, y: rowY(r) + 3, "text-anchor": "end", class: "axis-label", text: name }));
+    }
+    if (nRows - 1 > 0 && (nRows - 1) % step) {
+      axis.append(svg("text", { x: left - 6, y: rowY(nRows - 1) + 3, "text-anchor": "end", class: "axis-label", text: "Logit" }));
+    }
+    axis.append(svg("line", { x1: left, y1: H - bottom, x2: W, y2: H - bottom, class: "axis-line" }));
+    const used = new Set();
+    for (const item of items) for (const i of item.members) used.add(data.ctx[i]);
+    let lastRight = -Infinity;
+    for (const c of [...used].sort((a, b) => a - b)) {
+      const token = (data.tokens[c] ?? `pos ${c}`).replace(/\s/g, "·");
+      const text = token.length > 10 ? token.slice(0, 9) + "…" : token;
+      const half = text.length * CHAR_W / 2;
+      if (colX(c) - half < lastRight + 4) continue; // would overlap the previous token label
+      lastRight = colX(c) + half;
+      axis.append(svg("text", { x: colX(c), y: H - bottom + 14, "text-anchor": "middle", class: "axis-label token", text }));
+    }
+    box.append(axis);
+  }
+}
+
+// A conservative width of one character of the 11 px labels (for placing them without overlap).
+const CHAR_W = 6.6;
+const LINE_H = 13;
+
+function placeLabel(text, x, y, taken, { W, H }) {
+  const width = text.length * CHAR_W;
+  const candidates = [
+    { x: x + 10, y: y + 4, anchor: "start", x0: x + 9, x1: x + 11 + width },
+    { x: x - 10, y: y + 4, anchor: "end", x0: x - 11 - width, x1: x - 9 },
+    { x, y: y - 10, anchor: "middle", x0: x - width / 2 - 1, x1: x + width / 2 + 1, up: true },
+    { x, y: y + 18, anchor: "middle", x0: x - width / 2 - 1, x1: x + width / 2 + 1, down: true },
+  ];
+  for (const c of candidates) {
+    const y0 = c.up ? y - 10 - LINE_H + 3 : c.down ? y + 18 - LINE_H + 3 : y + 4 - LINE_H + 3;
+    const rect = { x0: c.x0, x1: c.x1, y0, y1: y0 + LINE_H };
+    if (rect.x0 < 0 || rect.x1 > W || rect.y0 < 0 || rect.y1 > H) continue;
+    if (taken.some((t) => rect.x0 < t.x1 && t.x0 < rect.x1 && rect.y0 < t.y1 && t.y0 < rect.y1)) continue;
+    taken.push(rect);
+    return c;
+  }
+  return null;
 }
