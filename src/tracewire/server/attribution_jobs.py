@@ -12,6 +12,7 @@ temporary files behind.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
@@ -24,7 +25,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from tracewire.errors import InvalidArgumentError, ResourceLimitError
 
@@ -151,8 +152,8 @@ class AttributionJobs:
     # --------------------------------------------------------------------------------- follow
     def _follow(self, job: AttributionJob) -> None:
         """Read the worker's output until it exits: progress from tqdm, errors from the last lines."""
-        stream = job.process.stdout
-        assert stream is not None
+        assert job.process.stdout is not None
+        stream = cast(io.BufferedReader, job.process.stdout)  # Popen(bufsize=-1) pipes are buffered readers
         pending = b""
         while chunk := stream.read1(4096):
             pending += chunk
