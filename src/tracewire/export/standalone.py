@@ -149,7 +149,7 @@ def export_html(
             nodes_tried = (
                 (node_threshold,) if node_threshold is not None else (None, *FALLBACK_NODE_THRESHOLDS)
             )
-        service = _feature_service(features)
+        service = feature_service(features, read_only=True)
         try:
             app = create_app(staging, features=service, read_only=True)
             for attempt, nodes in enumerate(nodes_tried):
@@ -204,16 +204,19 @@ def _stage(graph: Graph | str | os.PathLike[str], directory: Path) -> tuple[str,
     )
 
 
-def _feature_service(features: FeatureSource | str | os.PathLike[str] | None) -> FeatureService | None:
+def feature_service(
+    features: FeatureSource | str | os.PathLike[str] | None, *, read_only: bool
+) -> FeatureService | None:
+    """A FeatureService over ``features`` (a ``features.sqlite`` path or a FeatureSource), or None."""
     if features is None:
         return None
     if isinstance(features, (str, os.PathLike)):
         path = Path(features).expanduser()
         if not path.is_file():
             raise InvalidArgumentError(f"feature store {path} does not exist")
-        return FeatureService(open_feature_store(str(path), readonly=True), writable=False)
+        return FeatureService(open_feature_store(str(path), readonly=read_only), writable=not read_only)
     source = features
-    return FeatureService(lambda: source, writable=False)
+    return FeatureService(lambda: source, writable=not read_only)
 
 
 def _build_page(
