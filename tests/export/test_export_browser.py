@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tests.server.browser import chromium_path, launch_chromium
+from tests.server.browser import chromium_path, group_pinned, launch_chromium
 from tests.server.test_browser import click_node
 from tracewire.cli.main import app
 from tracewire.dashboards import FeatureStore
@@ -107,13 +107,7 @@ def test_file_url_offline_draw_click_card_pin_group(
     page.wait_for_function(
         "() => document.getElementById('subgraph-panel').textContent.includes('tracewire serve')"
     )
-    for node_id in (first, second):
-        page.check(f'#subgraph-items li[data-key="{node_id}"] input[type="checkbox"]')
-    page.fill("#group-name", "Texas things")
-    page.evaluate("() => document.activeElement.blur()")
-    page.keyboard.press("g")
-    page.wait_for_selector("#subgraph-items li.supernode")
-    assert page.locator("#subgraph-items li.supernode input[type='text']").input_value() == "Texas things"
+    group_pinned(page, [first, second], "Texas things")
 
     assert requests == [file_url], requests
     assert blocked == []
