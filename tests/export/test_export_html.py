@@ -17,7 +17,12 @@ from tracewire.cli.main import app
 from tracewire.dashboards import FeatureStore
 from tracewire.errors import InvalidArgumentError
 from tracewire.export import export_html
-from tracewire.export.standalone import CONTENT_SECURITY_POLICY, MODULE_PREFIX
+from tracewire.export.standalone import (
+    CARD_WINDOW_AFTER,
+    CARD_WINDOW_BEFORE,
+    CONTENT_SECURITY_POLICY,
+    MODULE_PREFIX,
+)
 from tracewire.graph import Graph, keep_all, prune_graph, write_graph_files
 from tracewire.graph.neuronpedia import FEATURE_TYPE
 from tracewire.graph.neuronpedia_ids import node_ids
@@ -77,6 +82,10 @@ def test_cli_writes_one_file_with_the_pruned_graph_and_its_cards(attributed: dic
             assert expected is not None
             assert card["top_logits"] == expected.to_json()["top_logits"][: len(card["top_logits"])]
             assert card["act_max"] == pytest.approx(expected.to_json()["act_max"])
+            # example windows cut around their centre token, which stays the centre
+            for mine, theirs in zip(card["top_examples"], expected.to_json()["top_examples"], strict=True):
+                assert mine["tokens"][mine["train_token_ind"]] == theirs["tokens"][theirs["train_token_ind"]]
+                assert len(mine["tokens"]) <= CARD_WINDOW_BEFORE + 1 + CARD_WINDOW_AFTER
     assert data["responses"]["/api/info"]["features"] is True
     assert data["responses"]["/api/info"]["read_only"] is True
 

@@ -52,9 +52,14 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 #: Node thresholds tried, in order, when the file would exceed its size budget.
 FALLBACK_NODE_THRESHOLDS = (0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
-#: Examples kept per card list (the explorer shows 8 top activations and 6 per quantile group).
-CARD_EXAMPLES = 8
-CARD_LOGITS = 10
+#: What a card keeps (a shared file holds hundreds of cards; these keep ~2 KB each after gzip):
+#: the explorer shows 8 top activations, then each quantile group folded; windows are cut around
+#: the example's centre token and activations rounded to 3 significant digits.
+CARD_TOP_EXAMPLES = 8
+CARD_GROUP_EXAMPLES = 3
+CARD_WINDOW_BEFORE = 10
+CARD_WINDOW_AFTER = 5
+CARD_LOGITS = 8
 MODULE_PREFIX = "tracewire-explorer/"
 _DEFAULT_SLUG = "graph"
 _RELATIVE_IMPORT = re.compile(r"""(\bfrom\s*|\bimport\s*\(?\s*)(["'])(\.{1,2}/[^"']+)\2""")
@@ -289,23 +294,36 @@ def _feature_key(node: dict[str, Any]) -> tuple[int, int] | None:
 
 
 def _trim_card(card: dict[str, Any]) -> dict[str, Any]:
-    """The card as the server answered it, with example and logit lists cut to what is shown."""
+    """The card as the server answered it, cut to what a shared file needs (see CARD_* above)."""
     trimmed = dict(card)
-    for name in ("top_examples",):
-        if isinstance(trimmed.get(name), list):
-            trimmed[name] = trimmed[name][:CARD_EXAMPLES]
+    if isinstance(trimmed.get("top_examples"), list):
+        trimmed["top_examples"] = [_trim_example(e) for e in trimmed["top_examples"][:CARD_TOP_EXAMPLES]]
     for name in ("top_logits", "bottom_logits"):
         if isinstance(trimmed.get(name), list):
             trimmed[name] = trimmed[name][:CARD_LOGITS]
     groups = trimmed.get("examples_quantiles")
     if isinstance(groups, list):
         trimmed["examples_quantiles"] = [
-            {**group, "examples": group["examples"][:CARD_EXAMPLES]}
+            {**group, "examples": [_trim_example(e) for e in group["examples"][:limit]]}
             if isinstance(group, dict) and isinstance(group.get("examples"), list)
             else group
-            for group in groups
+            for group, limit in zip(groups, [CARD_TOP_EXAMPLES] + [CARD_GROUP_EXAMPLES] * len(groups))
         ]
     return trimmed
+
+
+def _trim_example(example: Any) -> Any:
+    """One example window cut to CARD_WINDOW_BEFORE/AFTER tokens around its centre."""
+    if not isinstance(example, dict) or not isinstance(example.get("tokens"), list):
+        return example
+    tokens, acts = example["tokens"], example.get("tokens_acts_list")
+    centre = example.get("train_token_ind")
+    centre = centre if isinstance(centre, int) and 0 <= centre < len(tokens) else len(tokens) // 2
+    start, end = max(0, centre - CARD_WINDOW_BEFORE), centre + CARD_WINDOW_AFTER + 1
+    out = {**example, "tokens": tokens[start:end], "train_token_ind": centre - start}
+    if isinstance(acts, list):
+        out["tokens_acts_list"] = [float(f"{a:.3g}") if isinstance(a, float) else a for a in acts[start:end]]
+    return out
 
 
 async def _get(app: Any, url: str, *, missing_ok: bool = False) -> Any:
