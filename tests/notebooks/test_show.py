@@ -96,3 +96,20 @@ def framed_in_a_notebook_like_page(tmp_path: Path, html: str) -> None:
     finally:
         httpd.shutdown()
         thread.join(timeout=10)
+
+
+def test_outside_a_notebook_show_says_where_to_open_it(tmp_path: Path, caplog: Any) -> None:
+    from tracewire.notebook import show, stop_all
+
+    path = demo_graph().save(tmp_path / "texas.safetensors")
+    with caplog.at_level("WARNING", logger="tracewire.notebook"):
+        view = show(path)
+    try:
+        assert view.url.startswith("http://127.0.0.1:") and view.url.endswith("/?graph=texas")
+        assert view.url in caplog.text and "open it in a browser" in caplog.text
+        assert view.url in repr(view) and "running" in repr(view)
+        listed = json.loads(fetch(view.url.split("?")[0] + "api/graphs")[0])
+        assert [g["slug"] for g in listed["graphs"]] == ["texas"]
+    finally:
+        stop_all()
+    assert not view.running and "stopped" in repr(view)
