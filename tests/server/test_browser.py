@@ -14,13 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.server.browser import (
-    LiveServer,
-    chromium_path,
-    group_pinned,
-    launch_chromium,
-    write_scale_graph,
-)
+from tests.server.browser import LiveServer, chromium_path, launch_chromium, write_scale_graph
 from tests.server.fakes import FakeFeatureStore, write_demo_directory
 from tracewire.graph import Graph, ScoreContext
 from tracewire.graph.neuronpedia_ids import node_ids
@@ -165,7 +159,13 @@ def test_walkthrough_click_card_pin_group_score_steer_save_reload(page: Any, sit
     logit = page.evaluate("() => window.tracewire.explorer.data.nodes.find((n) => n.is_target_logit).node_id")
     click_node(page, logit, modifier="Shift")
     page.wait_for_function("() => document.querySelectorAll('#subgraph-items li').length === 3")
-    group_pinned(page, [first, second], "Texas things")
+    for node_id in (first, second):
+        page.check(f'#subgraph-items li[data-key="{node_id}"] input[type="checkbox"]')
+    page.fill("#group-name", "Texas things")
+    page.evaluate("() => document.activeElement.blur()")
+    page.keyboard.press("g")
+    page.wait_for_selector("#subgraph-items li.supernode")
+    assert page.locator("#subgraph-items li.supernode input[type='text']").input_value() == "Texas things"
     # the supernode's edge to the logit is the sum of its members' edges
     drawn = page.evaluate(
         "() => [...document.querySelectorAll('#subgraph-svg line')].map((l) => Number(l.dataset.weight))"

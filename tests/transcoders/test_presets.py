@@ -123,8 +123,6 @@ def test_model_preset_mismatch_is_refused_before_loading(hub_mirror: HubMirror, 
         app, ["intervene", "x", "-m", "smollm2-135m", "-t", "qwen3", "--ablate", "0:1:2"]
     )
     assert result.exit_code == 2 and "Qwen/Qwen3-0.6B" in result.output
-    result = CliRunner().invoke(app, ["serve", ".", "-t", "llama", "-m", "google/gemma-2-2b"])
-    assert result.exit_code == 2 and "trained on meta-llama/Llama-3.2-1B" in result.output
     assert time.perf_counter() - start < 30  # refused before any model is loaded
 
 

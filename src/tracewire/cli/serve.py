@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tracewire.cli.common import DEFAULT_MODEL, fail_cleanly, parse_dtype
+from tracewire.cli.common import fail_cleanly, parse_dtype
 
 if TYPE_CHECKING:
     from tracewire.server.steering import Steerer
@@ -38,10 +38,7 @@ def serve_command(
         str | None, typer.Option("--model", "-m", help="Model for steering (alias, folder, .gguf, hub id).")
     ] = None,
     transcoders: Annotated[
-        str | None,
-        typer.Option(
-            "--transcoders", "-t", help="Transcoders for steering (with --model, or a preset name)."
-        ),
+        str | None, typer.Option("--transcoders", "-t", help="Transcoders for steering (with --model).")
     ] = None,
     read_only: Annotated[
         bool, typer.Option("--read-only", help="Never write: refuse saving qParams and labels.")
@@ -57,13 +54,7 @@ def serve_command(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not directory.is_dir():
         raise typer.BadParameter(f"{directory} is not a directory", param_hint="DIRECTORY")
-    if transcoders is not None:
-        from tracewire.transcoders.presets import find_preset, model_for_transcoders
-
-        if model is None and find_preset(transcoders) is None:
-            raise typer.BadParameter("steering needs both --model and --transcoders")
-        model = model_for_transcoders(transcoders, model, default=DEFAULT_MODEL)
-    elif model is not None:
+    if (model is None) != (transcoders is None):
         raise typer.BadParameter("steering needs both --model and --transcoders")
     feature_service = None
     if features is not None:
