@@ -92,6 +92,21 @@ _UNAVAILABLE: list[tuple[str, int, str]] = [
         "steering needs a model: use `tracewire serve DIR --model M --transcoders T`",
     ),
     (
+        r"^\w+ /api/attribution/",
+        501,
+        "attributing new prompts needs a model: use `tracewire serve -m M -t T`",
+    ),
+    (
+        r"^\w+ /api/graphs/[^/]+/(heads|qk)",
+        501,
+        "attention views need the graph's tensors: use `tracewire serve`",
+    ),
+    (
+        r"^GET /api/search",
+        501,
+        "feature search needs the feature store: use `tracewire serve DIR --features F`",
+    ),
+    (
         r"^GET /api/features/",
         404,
         "this feature's card is not in the file (it was exported without a feature store)",
