@@ -271,7 +271,9 @@ def test_dense_and_coo_row_storage_agree() -> None:
     )
     dense = RowBatch(row_index=None, cols=cols, values=values, **common)
     b_idx, j_idx = values.nonzero(as_tuple=True)
-    coo = RowBatch(row_index=b_idx.to(torch.int32), cols=cols[j_idx], values=values[b_idx, j_idx], **common)
+    coo = RowBatch(
+        row_index=b_idx.to(torch.int32), cols=cols[j_idx], values=values[b_idx, j_idx], **common
+    )
     remap = torch.full((200,), -1, dtype=torch.long)
     remap[torch.tensor([11, 20, 31])] = torch.tensor([0, 1, 2])
     for got, want in zip(dense.select(remap), coo.select(remap)):
