@@ -40,6 +40,7 @@ _LAZY: dict[str, str] = {
     "Intervention": "tracewire.interventions.spec",
     "Intervener": "tracewire.interventions.api",
     "evaluate_graph": "tracewire.evaluation.harness",
+    "show": "tracewire.notebook",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

@@ -70,6 +70,17 @@ class LiveServer:
         self.thread.join(timeout=10)
 
 
+def group_pinned(page: Any, node_ids: list[str], name: str) -> None:
+    """Check pinned ``node_ids`` in the subgraph list and group them into supernode ``name`` with "g"."""
+    for node_id in node_ids:
+        page.check(f'#subgraph-items li[data-key="{node_id}"] input[type="checkbox"]')
+    page.fill("#group-name", name)
+    page.evaluate("() => document.activeElement.blur()")
+    page.keyboard.press("g")
+    page.wait_for_selector("#subgraph-items li.supernode")
+    assert page.locator("#subgraph-items li.supernode input[type='text']").input_value() == name
+
+
 def scale_graph() -> Graph:
     """~10k nodes (9750 features, 12 layers x 16 positions) and ~105k links."""
     graph = random_graph(n_layers=12, n_pos=16, n_features=9750, n_targets=10, edge_density=0.004, seed=0)

@@ -8,14 +8,21 @@ from pathlib import Path
 
 import typer
 
-from tracewire.cli.common import DTYPES, fail_cleanly, parse_dtype
+from tracewire.cli.common import (
+    DEFAULT_MODEL,
+    DTYPES,
+    MODEL_HELP,
+    TRANSCODERS_HELP,
+    fail_cleanly,
+    parse_dtype,
+)
 
 
 @fail_cleanly
 def attribute_command(
     prompt: str = typer.Argument(..., help="The prompt to explain (BOS is prepended)."),
-    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model alias, folder, .gguf or hub id."),
-    transcoders: str = typer.Option(..., "--transcoders", "-t", help="Transcoder folder or hub ref."),
+    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    transcoders: str = typer.Option(..., "--transcoders", "-t", help=TRANSCODERS_HELP),
     output: Path = typer.Option(..., "--output", "-o", help="Graph file to write (.safetensors)."),
     target: list[str] = typer.Option(
         None, "--target", help="A target token (repeatable); default: the salient logits."
@@ -33,10 +40,12 @@ def attribute_command(
     from tracewire.attribution.engine import attribute
     from tracewire.models.loading import load_model
     from tracewire.transcoders.io import load_transcoders
+    from tracewire.transcoders.presets import model_for_transcoders
 
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch_dtype = parse_dtype(dtype)
+    model = model_for_transcoders(transcoders, model, default=DEFAULT_MODEL)
     loaded = load_model(model, dtype=torch_dtype, device=device)
     ts = load_transcoders(
         transcoders, n_layers=loaded.n_layers, d_model=loaded.d_model, device=device, dtype=torch_dtype
@@ -65,8 +74,8 @@ def attribute_command(
 
 @fail_cleanly
 def estimate_command(
-    model: str = typer.Option("smollm2-135m", "--model", "-m"),
-    transcoders: str = typer.Option(..., "--transcoders", "-t"),
+    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    transcoders: str = typer.Option(..., "--transcoders", "-t", help=TRANSCODERS_HELP),
     prompt_tokens: int = typer.Option(
         None, "--prompt-tokens", help="Prompt length in tokens (with BOS), when the prompt is not known yet."
     ),
@@ -81,8 +90,10 @@ def estimate_command(
     from tracewire.attribution.estimate import estimate_attribution
     from tracewire.models.loading import load_model
     from tracewire.transcoders.io import load_transcoders
+    from tracewire.transcoders.presets import model_for_transcoders
 
     torch_dtype = parse_dtype(dtype)
+    model = model_for_transcoders(transcoders, model, default=DEFAULT_MODEL)
     loaded = load_model(model, dtype=torch_dtype)
     ts = load_transcoders(transcoders, n_layers=loaded.n_layers, d_model=loaded.d_model, dtype=torch_dtype)
     if (prompt is None) == (prompt_tokens is None):

@@ -10,6 +10,11 @@ import typer
 
 from tracewire.errors import TracewireError
 
+DEFAULT_MODEL = "smollm2-135m"
+MODEL_HELP = "Model alias, folder, .gguf or hub id (default: a preset's own model, else smollm2-135m)."
+TRANSCODERS_HELP = (
+    "Transcoder folder, hub ref, or preset name (gemma, llama, qwen3, ...; see `tracewire presets`)."
+)
 DTYPES = ("fp32", "float32", "bf16", "bfloat16", "fp16", "float16")
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from tracewire.cli.common import DEFAULT_MODEL, MODEL_HELP, TRANSCODERS_HELP
 from tracewire.errors import InvalidArgumentError, TracewireError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -72,10 +73,8 @@ def parse_layers(text: str | None, n_layers: int) -> range | None:
 @_clean_errors
 def intervene_command(
     prompt: Annotated[str, typer.Argument(help="The prompt (BOS is prepended).")],
-    transcoders: Annotated[str, typer.Option("--transcoders", "-t", help="Transcoder folder or hub ref.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Model alias, folder, .gguf or hub id.")] = (
-        "smollm2-135m"
-    ),
+    transcoders: Annotated[str, typer.Option("--transcoders", "-t", help=TRANSCODERS_HELP)],
+    model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="L:POS:FEAT=VALUE: clamp (repeatable).")
     ] = None,
@@ -120,7 +119,11 @@ def intervene_command(
     items += [parse_intervention(s, "add") for s in add or []]
     if not items:
         raise InvalidArgumentError("no interventions given: use --set, --scale, --ablate or --add")
-    loaded, ts = _load(model, transcoders, dtype, device)
+    from tracewire.transcoders.presets import model_for_transcoders
+
+    loaded, ts = _load(
+        model_for_transcoders(transcoders, model, default=DEFAULT_MODEL), transcoders, dtype, device
+    )
     engine = Intervener(loaded, ts)
     clean = engine.clean(prompt)
     settings: dict[str, Any] = {

@@ -71,6 +71,14 @@ from tracewire.cli.serve import serve_command  # noqa: E402
 
 app.command("serve")(serve_command)
 
+from tracewire.cli.export_html import export_html_command  # noqa: E402
+
+app.command("export-html")(export_html_command)
+
+from tracewire.cli.presets import presets_command  # noqa: E402
+
+app.command("presets")(presets_command)
+
 
 from tracewire.cli.graph import prune_command, scores_command  # noqa: E402
 

@@ -297,6 +297,12 @@ class Graph:
         for problem in _problems(self):
             raise GraphFormatError(f"{source}: {problem}")
 
+    def show(self, **options: Any) -> Any:
+        """The explorer for this graph, inline in Jupyter (:func:`tracewire.notebook.show`)."""
+        from tracewire.notebook import show  # the display layer sits above the graph layer
+
+        return show(self, **options)
+
     # ------------------------------------------------------------------ file format
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the graph to one ``.safetensors`` file, atomically; return the path."""

@@ -1,7 +1,8 @@
 """Where transcoder files come from: a local directory, a hub repository, or an ``hf://`` file URI.
 
 The rule that decides between local and hub is deliberately simple and stated in every error:
-an existing local path is local; otherwise a string shaped like ``owner/repo[/subfolder][@rev]``
+an existing local path is local; otherwise a preset name (``presets``, e.g. ``gemma``) is its
+hub repository; otherwise a string shaped like ``owner/repo[/subfolder][@rev]``
 is a Hugging Face hub reference; anything else is a missing directory.
 
 Hub access must fail fast and say so when there is no network: ``HF_HUB_OFFLINE`` (read at call
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tracewire.errors import TranscoderFormatError
+from tracewire.transcoders.presets import find_preset, resolve_preset_error
 
 HUB_TIMEOUT_S = 5.0
 """Seconds to wait for the hub to answer before giving up (``etag_timeout``)."""
@@ -56,6 +58,11 @@ def resolve_source(source: str | os.PathLike[str]) -> ResolvedSource:
             return ResolvedSource(path.resolve().parent)
         raise TranscoderFormatError(f"{path}: expected a directory holding a transcoder set, found a file")
     text = os.fspath(source)
+    if (preset := find_preset(text)) is not None:
+        try:
+            return resolve_source(preset.repo)
+        except TranscoderFormatError as e:
+            raise resolve_preset_error(preset, e) from e
     match = _HUB_REF.match(text)
     if match is None:
         raise TranscoderFormatError(
