@@ -1,4 +1,4 @@
-"""A tiny model and transcoder set saved to disk, so that a Ray worker (another process) can load them by path."""
+"""A tiny model and transcoder set saved to disk: a Ray worker (another process) loads them by path."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ PROMPTS = [
 
 
 def save_tiny_assets(root: Path) -> AttributionSettings:
-    """Write ``root/model`` (a tiny random Llama + word tokenizer) and ``root/tc``; settings that load them."""
+    """Write ``root/model`` (tiny random Llama + tokenizer), ``root/tc``; settings loading them."""
     torch.manual_seed(0)
     model = hf.AutoModelForCausalLM.from_config(tiny_config("llama"))
     with torch.no_grad():  # weights large enough that attention and norms are far from trivial

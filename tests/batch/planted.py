@@ -1,4 +1,4 @@
-"""Transcoders with a planted chain: feature A (layer 1) -> feature B (layer 3) -> the target, on 8 of 10 prompts.
+"""Planted transcoders: feature A (layer 1) -> feature B (layer 3) -> the target, on 8 of 10 prompts.
 
 Each planted feature's encoder is solved for, by least squares on the tiny model's real transcoder
 inputs, so that its pre-activation is exactly +SCALE at the last position of the prompts it should
@@ -92,7 +92,7 @@ def _inputs(loaded: LoadedModel, site: str) -> dict[int, torch.Tensor]:
 
 
 def _solve(x: torch.Tensor, prompts: range) -> torch.Tensor:
-    """Encoder row with pre-activation +SCALE at the last position of ``prompts``, -SCALE elsewhere (no BOS)."""
+    """Encoder row with pre-activation +SCALE at the last position of ``prompts``, -SCALE elsewhere."""
     rows = x[:, 1:].reshape(-1, D_MODEL)
     wanted = torch.full((len(PROMPTS), 3), -SCALE, dtype=torch.float64)
     wanted[list(prompts), -1] = SCALE

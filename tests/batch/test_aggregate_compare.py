@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.batch.planted import A, B, C, D, FIRES_ON, PROMPTS, TARGET, planted_model, planted_transcoders
+from tests.batch.planted import FIRES_ON, PROMPTS, TARGET, A, B, C, D, planted_model, planted_transcoders
 from tracewire.attribution.engine import attribute
 from tracewire.graph.aggregate import aggregate_graphs
 from tracewire.graph.compare import compare_graphs
@@ -26,6 +26,11 @@ def planted_graphs() -> list[Graph]:
         return [attribute(p, loaded, transcoders, targets=[TARGET], progress=False) for p in PROMPTS]
     finally:
         torch.set_num_threads(before)
+
+
+def node_of(graph: Graph, key: tuple[int, int]) -> int:
+    """Node index of the (layer, feature) that fires at one position of ``graph``."""
+    return next(i for i, (layer, _, f) in enumerate(graph.features.tolist()) if (layer, f) == key)
 
 
 def active(graph: Graph) -> set[tuple[int, int]]:
@@ -52,8 +57,8 @@ def test_aggregate_recovers_exactly_the_planted_chain(planted_graphs: list[Graph
     # The merged edge A -> B: count, sum and mean against the per-graph edges.
     per_graph = []
     for graph in planted_graphs[:8]:
-        a_node = [i for i, (layer, _, f) in enumerate(graph.features.tolist()) if (layer, f) == A][0]
-        b_node = [i for i, (layer, _, f) in enumerate(graph.features.tolist()) if (layer, f) == B][0]
+        a_node = node_of(graph, A)
+        b_node = node_of(graph, B)
         hit = (graph.edge_sources == a_node) & (graph.edge_targets == b_node)
         per_graph.append(float(graph.edge_weights[hit].sum()))
     merged = torch.nonzero(
@@ -83,8 +88,8 @@ def test_aggregate_recovers_exactly_the_planted_chain(planted_graphs: list[Graph
 
 def test_compare_reports_the_one_changed_edge_first(planted_graphs: list[Graph]) -> None:
     a = planted_graphs[0]
-    a_node = [i for i, (layer, _, f) in enumerate(a.features.tolist()) if (layer, f) == A][0]
-    b_node = [i for i, (layer, _, f) in enumerate(a.features.tolist()) if (layer, f) == B][0]
+    a_node = node_of(a, A)
+    b_node = node_of(a, B)
     drop = (a.edge_sources == a_node) & (a.edge_targets == b_node)
     assert int(drop.sum()) == 1
     b = replace(
@@ -117,6 +122,6 @@ def test_compare_of_two_prompts(planted_graphs: list[Graph]) -> None:
     scores = [d.score for d in result.ranked]
     assert scores == sorted(scores, reverse=True)
     influence = node_influence(planted_graphs[0])
-    b_index = [i for i, (layer, _, f) in enumerate(planted_graphs[0].features.tolist()) if (layer, f) == B][0]
-    b_lost = [d for d in result.ranked if d.node == ("feature", 3, 3, 1)][0]
+    b_index = node_of(planted_graphs[0], B)
+    b_lost = next(d for d in result.ranked if d.node == ("feature", 3, 3, 1))
     assert b_lost.score == pytest.approx(float(influence[b_index]), rel=1e-6)

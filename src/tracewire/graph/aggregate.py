@@ -203,7 +203,8 @@ class Aggregate:
         )
 
     def feature_index(self) -> dict[str, Any]:
-        """Feature → graphs: ``{"L:F": [{"graph", "positions", "max_activation", "influence", "influential"}]}``."""
+        """Feature → graphs, for search: ``{"L:F": [{"graph", "positions", "max_activation", "influence",
+        "influential"}, ...]}``."""
         return {
             "graphs": self.names,
             "features": {
@@ -280,8 +281,8 @@ class _Accumulator:
             self.n_layers, self.d_model = graph.n_layers, graph.d_model
         elif (graph.n_layers, graph.d_model) != (self.n_layers, self.d_model):
             raise InvalidArgumentError(
-                f"graph {name!r} has {graph.n_layers} layers and d_model {graph.d_model}; the graphs before it "
-                f"have {self.n_layers} and {self.d_model} (aggregate graphs of one model only)"
+                f"graph {name!r} has {graph.n_layers} layers and d_model {graph.d_model}; "
+                f"the graphs before it have {self.n_layers} and {self.d_model} (graphs of one model only)"
             )
         self.names.append(name)
         influence = node_influence(graph).double()
