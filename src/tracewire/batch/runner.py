@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,71 +116,25 @@ def run_batch(
             for job in todo:
                 record(worker.run(job, str(graph_path(out, job.slug))))
         elif todo:
-            report.pending = _run_on_ray(todo, settings, out, max(workers, 1), ray_address, record, report)
+            from tracewire.batch.ray_cluster import run_on_actors
+
+            def call(actor: Any, job: PromptJob) -> Any:
+                return actor.run.remote(job, str(graph_path(out, job.slug)))
+
+            def failure(job: PromptJob, error: str) -> dict[str, Any]:
+                return {"slug": job.slug, "prompt": job.prompt, "status": "failed", "error": error}
+
+            pending = run_on_actors(
+                settings, todo, call, record, failure, workers=max(workers, 1), address=ray_address,
+                describe=report.workers.extend,
+            )  # fmt: skip
+            report.pending = [job.slug for job in pending]
     finally:
         bar.close()
         manifest.save()
         write_index(out, jobs, manifest.entries)
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _run_on_ray(
-    todo: Sequence[PromptJob],
-    settings: AttributionSettings,
-    out: Path,
-    workers: int,
-    address: str | None,
-    record: ResultCallback,
-    report: BatchReport,
-) -> list[str]:
-    """Feed ``todo`` to ``workers`` actors, one prompt each at a time; the slugs left unrun."""
-    from tracewire.batch.ray_cluster import gpus_per_worker, ray_session
-
-    threads = max(settings.threads, 1)
-    with ray_session(workers=workers, threads=threads, address=address) as ray:
-        actor_class = ray.remote(num_cpus=threads, num_gpus=gpus_per_worker(ray), max_restarts=0)(
-            AttributionWorker
-        )
-        actors = [actor_class.remote(settings) for _ in range(workers)]
-        try:
-            report.workers.extend(ray.get([actor.describe.remote() for actor in actors]))
-            return _feed(ray, actors, todo, out, record)
-        finally:  # free the workers' CPUs/GPUs now, also on a cluster that outlives this batch
-            for actor in actors:
-                ray.kill(actor)
-
-
-def _feed(
-    ray: Any, actors: list[Any], todo: Sequence[PromptJob], out: Path, record: ResultCallback
-) -> list[str]:
-    """Keep every live actor busy with one prompt until none is left; the slugs never started."""
-    queue = deque(todo)
-    in_flight: dict[Any, tuple[Any, PromptJob]] = {}
-
-    def submit(actor: Any) -> None:
-        if queue:
-            job = queue.popleft()
-            in_flight[actor.run.remote(job, str(graph_path(out, job.slug)))] = (actor, job)
-
-    for actor in actors:
-        submit(actor)
-    while in_flight:
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        actor, job = in_flight.pop(ready[0])
-        try:
-            result = ray.get(ready[0])
-        except ray.exceptions.RayActorError as exc:
-            log.warning("the worker running %s died (%s); going on without it", job.slug, exc)
-            record(
-                {"slug": job.slug, "prompt": job.prompt, "status": "failed", "error": f"worker died: {exc}"}
-            )
-            continue
-        except ray.exceptions.RayTaskError as exc:
-            result = {"slug": job.slug, "prompt": job.prompt, "status": "failed", "error": str(exc)}
-        record(result)
-        submit(actor)
-    return [job.slug for job in queue]
 
 
 class _Manifest:

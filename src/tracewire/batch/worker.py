@@ -72,7 +72,11 @@ def resolve_device(device: str) -> str:
 
 
 class AttributionWorker:
-    """Holds one loaded model and transcoder set; :meth:`run` attributes one prompt and saves its graph."""
+    """Holds one loaded model and transcoder set for many jobs.
+
+    :meth:`run` attributes one prompt and saves its graph; :meth:`build_dashboard_shard` builds the
+    dashboards of one feature shard into its own store (``batch/dashboards.py`` merges them).
+    """
 
     def __init__(self, settings: AttributionSettings) -> None:
         from tracewire.models.loading import load_model
@@ -137,6 +141,56 @@ class AttributionWorker:
             "completeness": scores.completeness,
             "seconds": time.perf_counter() - started,
         }
+
+    def build_dashboard_shard(self, shard: DashboardShard) -> dict[str, Any]:
+        """Build the cards of ``shard``'s features into ``shard.output`` (resumable, like any build)."""
+        from tracewire.corpus import TokenCorpus
+        from tracewire.dashboards.build import build_feature_store
+        from tracewire.dashboards.config import DashboardConfig
+        from tracewire.dashboards.selection import FeatureSelection
+
+        d_tc = self.transcoders.d_transcoder
+        selection = FeatureSelection.all(self.transcoders.n_layers).restrict(
+            range(*shard.layers), range(*shard.features), d_transcoder=d_tc
+        )
+        report = build_feature_store(
+            self.model,
+            self.transcoders,
+            TokenCorpus(shard.corpus),
+            shard.output,
+            tokens=shard.tokens,
+            selection=selection,
+            config=DashboardConfig(**shard.config),
+            batch_windows=shard.batch_windows,
+            names={
+                "model": self.settings.model,
+                "transcoders": self.settings.transcoders,
+                "corpus": shard.corpus,
+            },
+            progress=False,
+        )
+        return {
+            "shard": shard.index,
+            "status": "ok",
+            "store": shard.output,
+            "features_written": report.features_written,
+            "pass_seconds": report.pass_seconds,
+            "pid": os.getpid(),
+        }
+
+
+@dataclass(frozen=True)
+class DashboardShard:
+    """One worker's share of a dashboard build: layers ``[a, b)`` x feature ids ``[c, d)``, its own store."""
+
+    index: int
+    layers: tuple[int, int]
+    features: tuple[int, int]
+    corpus: str
+    output: str
+    tokens: int
+    config: dict[str, Any]
+    batch_windows: int = 16
 
 
 def graph_summary(graph: Any) -> dict[str, Any]:
