@@ -1,4 +1,4 @@
-"""Dashboards built in shards (here and on 2 Ray workers) and merged equal a single-process build, row for row."""
+"""Dashboards built in shards (here, on 2 Ray workers), merged, equal a single-process build row for row."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_shard_ranges_cover_every_feature_once() -> None:
     ranges = shard_ranges(2, 96, 5, "features")
     assert [r[1] for r in ranges] == [(0, 19), (19, 38), (38, 58), (58, 77), (77, 96)]
     assert shard_ranges(4, 8, 2, "layers") == [((0, 2), (0, 8)), ((2, 4), (0, 8))]
-    with pytest.raises(ValueError, match="shards=3; expected 1..2"):
+    with pytest.raises(ValueError, match=r"shards=3; expected 1\.\.2"):
         shard_ranges(2, 8, 3, "layers")
 
 

@@ -1,4 +1,4 @@
-"""CLI: ``tracewire batch attribute`` / ``batch merge-stores``, ``tracewire compare``, ``tracewire aggregate``."""
+"""CLI: ``tracewire batch attribute|dashboards|merge-stores``, ``tracewire compare`` and ``aggregate``."""
 
 from __future__ import annotations
 
@@ -68,6 +68,57 @@ def batch_attribute_command(
     typer.echo(report.summary())
 
 
+@batch_app.command("dashboards")
+@fail_cleanly
+def batch_dashboards_command(
+    output: Path = typer.Option(..., "--output", "-o", help="The merged feature store (.sqlite)."),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model alias, folder, .gguf or hub id."),
+    transcoders: str = typer.Option(..., "--transcoders", "-t", help="Transcoder folder."),
+    corpus: Path = typer.Option(None, "--corpus", help="Token corpus (default: the model's default corpus)."),
+    tokens: int = typer.Option(1_000_000, "--tokens", min=1, help="Corpus tokens to read (whole windows)."),
+    shards: int = typer.Option(2, "--shards", min=1, help="Pieces the features are cut into."),
+    by: str = typer.Option("features", "--by", help="Shard by 'features' (id ranges) or 'layers'."),
+    workers: int = typer.Option(
+        0, "--workers", min=0, help="Ray workers on a local cluster (0: this process)."
+    ),
+    ray_address: str = typer.Option(None, "--ray-address", help="Run on an existing Ray cluster."),
+    threads: int = typer.Option(None, "--threads", min=1, help="Torch threads per worker."),
+    seq_len: int = typer.Option(128, "--seq-len", help="Corpus window length (BOS included)."),
+    batch_windows: int = typer.Option(16, "--batch-windows", min=1, help="Windows per model forward."),
+    dtype: str = typer.Option("fp32", "--dtype", help=f"One of {', '.join(DTYPES)}."),
+    device: str = typer.Option("auto", "--device"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Build the dashboards of every feature in shards (on Ray workers) and merge them into one store.
+
+    Default card settings of 'tracewire dashboards'; the result equals a single-process build.
+    """
+    import os
+
+    from tracewire.batch import AttributionSettings
+    from tracewire.batch.dashboards import build_sharded_store
+    from tracewire.corpus import default_corpus_dir
+    from tracewire.dashboards.config import DashboardConfig
+    from tracewire.transcoders.io import load_transcoders
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    settings = AttributionSettings(
+        model=_absolute(model),
+        transcoders=_absolute(transcoders),
+        dtype=str(parse_dtype(dtype)).removeprefix("torch."),
+        device=device,
+        threads=threads or max(1, (os.cpu_count() or 1) // max(workers, 1)),
+    )
+    shape = load_transcoders(settings.transcoders, lazy_decoder=True)  # only its shape is needed here
+    build_sharded_store(
+        settings, corpus or default_corpus_dir(model), output, tokens=tokens, shards=shards,
+        n_layers=shape.n_layers, d_transcoder=shape.d_transcoder, by=by, workers=workers,
+        ray_address=ray_address, config=DashboardConfig(seq_len=seq_len), batch_windows=batch_windows,
+        progress=not quiet,
+    )  # fmt: skip
+    typer.echo(f"wrote {output}")
+
+
 @batch_app.command("merge-stores")
 @fail_cleanly
 def merge_stores_command(
@@ -124,7 +175,7 @@ def aggregate_command(
     ),
     store: Path = typer.Option(None, "--store", help="Feature store whose labels go into the graph."),
 ) -> None:
-    """Merge the graphs of many prompts by (layer, feature); write the graph, the common circuit and an index."""
+    """Merge many prompts' graphs by (layer, feature): the graph, its common circuit, a feature index."""
     from tracewire.atomic import atomic_write_json
     from tracewire.dashboards.store import FeatureStore
     from tracewire.graph.aggregate import aggregate_graphs

@@ -47,7 +47,6 @@ def models() -> None:
     typer.echo("embedded aliases: " + ", ".join(EMBEDDED_ALIASES))
 
 
-
 # -- subcommands from their own modules (imports are light: heavy ones happen inside) ---------
 from tracewire.cli.attribute import attribute_command, estimate_command  # noqa: E402
 
@@ -87,6 +86,12 @@ from tracewire.cli.dashboards import dashboards_app, feature_command  # noqa: E4
 
 app.add_typer(dashboards_app, name="dashboards")
 app.command("feature")(feature_command)
+
+from tracewire.cli.batch import aggregate_command, batch_app, compare_command  # noqa: E402
+
+app.add_typer(batch_app, name="batch")
+app.command("compare")(compare_command)
+app.command("aggregate")(aggregate_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
