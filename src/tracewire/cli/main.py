@@ -47,6 +47,7 @@ def models() -> None:
     typer.echo("embedded aliases: " + ", ".join(EMBEDDED_ALIASES))
 
 
+
 # -- subcommands from their own modules (imports are light: heavy ones happen inside) ---------
 from tracewire.cli.attribute import attribute_command, estimate_command  # noqa: E402
 
