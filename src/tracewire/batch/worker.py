@@ -105,6 +105,7 @@ class AttributionWorker:
             "device": self.device,
             "threads": torch.get_num_threads(),
             "load_seconds": self.load_seconds,
+            "peak_rss_mib": peak_rss_mib(),
         }
 
     def run(self, job: PromptJob, graph_path: str) -> dict[str, Any]:
@@ -140,6 +141,7 @@ class AttributionWorker:
             "replacement": scores.replacement,
             "completeness": scores.completeness,
             "seconds": time.perf_counter() - started,
+            "peak_rss_mib": peak_rss_mib(),
         }
 
     def build_dashboard_shard(self, shard: DashboardShard) -> dict[str, Any]:
@@ -191,6 +193,13 @@ class DashboardShard:
     tokens: int
     config: dict[str, Any]
     batch_windows: int = 16
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (what one worker needs; Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def graph_summary(graph: Any) -> dict[str, Any]:
