@@ -76,7 +76,7 @@ def test_workers_without_ray_is_a_clear_error(batch_dir: Path, monkeypatch: pyte
     model, tc = batch_dir.parent / "model", batch_dir.parent / "tc"
     result = runner.invoke(
         app,
-        ["batch", "attribute", str(prompts), "-o", str(batch_dir.parent / "o2"), "-m", str(model), "-t", str(tc),
-         "--workers", "2", "-q"],
+        ["batch", "attribute", str(prompts), "-o", str(batch_dir.parent / "o2"), "-m", str(model),
+         "-t", str(tc), "--workers", "2", "-q"],
     )  # fmt: skip
     assert result.exit_code == 2 and "tracewire[ray]" in result.output

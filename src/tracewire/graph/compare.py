@@ -205,15 +205,14 @@ def _node_differences(union: list[NodeKey], a: _Side, b: _Side) -> list[Differen
         in_a, in_b = bool(a.present[i]), bool(b.present[i])
         if key[0] == "feature":
             if in_a != in_b:
-                side = a if in_a else b
                 out.append(
-                    Difference(
-                        "feature lost" if in_a else "feature gained",
-                        float(side.influence[i]),
-                        node=key,
-                        value_a=float(a.activation[i]) if in_a else None,
-                        value_b=float(b.activation[i]) if in_b else None,
-                        description=describe_key(key),
+                    _presence(
+                        key,
+                        "feature",
+                        in_a,
+                        (a if in_a else b).influence[i],
+                        a.activation[i],
+                        b.activation[i],
                     )
                 )
             elif float(a.activation[i]) != float(b.activation[i]):
@@ -234,16 +233,23 @@ def _node_differences(union: list[NodeKey], a: _Side, b: _Side) -> list[Differen
         elif key[0] == "target" and in_a != in_b:
             side = a if in_a else b
             out.append(
-                Difference(
-                    "target lost" if in_a else "target gained",
-                    float(side.probability[i]),
-                    node=key,
-                    value_a=float(a.probability[i]) if in_a else None,
-                    value_b=float(b.probability[i]) if in_b else None,
-                    description=describe_key(key),
-                )
+                _presence(key, "target", in_a, side.probability[i], a.probability[i], b.probability[i])
             )
     return out
+
+
+def _presence(
+    key: NodeKey, what: str, in_a: bool, score: torch.Tensor, value_a: torch.Tensor, value_b: torch.Tensor
+) -> Difference:
+    """A node (feature or target) in one graph only: scored by ``score`` where it is present."""
+    return Difference(
+        f"{what} lost" if in_a else f"{what} gained",
+        float(score),
+        node=key,
+        value_a=float(value_a) if in_a else None,
+        value_b=None if in_a else float(value_b),
+        description=describe_key(key),
+    )
 
 
 def _edge_differences(
