@@ -7,6 +7,7 @@ import os
 import signal
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -116,7 +117,10 @@ def test_serial_batch_matches_attribute_records_failures_and_resumes(
 
     # Resume: finished graphs are not touched; the failed prompt is tried again (and fails again).
     stamps = {slug: graph_path(out, slug).stat().st_mtime_ns for slug in report.done}
+    half_written = out / "graphs" / ".bad.safetensors.x1y2.tmp"  # what a kill -9 during a save leaves
+    half_written.write_bytes(b"\x00" * 10)
     again = run_batch(jobs, settings, out, progress=False)
+    assert not half_written.exists()
     assert again.skipped == report.done and again.done == [] and list(again.failed) == ["bad"]
     assert {slug: graph_path(out, slug).stat().st_mtime_ns for slug in report.done} == stamps
 
@@ -125,39 +129,34 @@ def test_serial_batch_matches_attribute_records_failures_and_resumes(
 
 
 def test_ray_batch_two_workers_bit_identical_and_survives_a_killed_worker(
-    settings: AttributionSettings, tmp_path: Path
+    settings: AttributionSettings, tmp_path: Path, ray_cluster: ModuleType
 ) -> None:
-    ray = pytest.importorskip("ray")
     jobs = read_prompts(write_prompts(tmp_path / "p.txt", PROMPTS))
     serial = tmp_path / "serial"
     run_batch(jobs, settings, serial, progress=False)
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        out = tmp_path / "ray"
-        killed: list[int] = []
+    out = tmp_path / "ray"
+    killed: list[int] = []
 
-        def kill_the_first_worker(result: dict[str, Any]) -> None:
-            if not killed:  # after the first graph: kill the worker that made it (kill -9)
-                killed.append(result["pid"])
-                os.kill(result["pid"], signal.SIGKILL)
+    def kill_the_first_worker(result: dict[str, Any]) -> None:
+        if not killed:  # after the first graph: kill the worker that made it (kill -9)
+            killed.append(result["pid"])
+            os.kill(result["pid"], signal.SIGKILL)
 
-        first = run_batch(jobs, settings, out, workers=2, progress=False, on_result=kill_the_first_worker)
-        assert len({w["pid"] for w in first.workers}) == 2 and all(w["threads"] == 1 for w in first.workers)
-        assert killed and first.failed, "the killed worker's prompt is recorded as failed"
-        assert all("worker died" in error for error in first.failed.values())
-        finished = {slug: graph_path(out, slug).stat().st_mtime_ns for slug in first.done}
-        assert len(finished) + len(first.failed) + len(first.pending) == len(jobs)
-        for path in (out / "graphs").iterdir():  # no partial files: every file there loads
-            if path.suffix == ".safetensors":
-                Graph.load(path)
+    first = run_batch(jobs, settings, out, workers=2, progress=False, on_result=kill_the_first_worker)
+    assert len({w["pid"] for w in first.workers}) == 2 and all(w["threads"] == 1 for w in first.workers)
+    assert killed and first.failed, "the killed worker's prompt is recorded as failed"
+    assert all("worker died" in error for error in first.failed.values())
+    finished = {slug: graph_path(out, slug).stat().st_mtime_ns for slug in first.done}
+    assert len(finished) + len(first.failed) + len(first.pending) == len(jobs)
+    for path in (out / "graphs").iterdir():  # no partial files: every file there loads
+        if path.suffix == ".safetensors":
+            Graph.load(path)
 
-        second = run_batch(jobs, settings, out, workers=2, progress=False)
-        assert sorted(second.skipped) == sorted(first.done) and not second.failed
-        assert sorted(second.done) == sorted([*first.failed, *first.pending])
-        assert {slug: graph_path(out, slug).stat().st_mtime_ns for slug in first.done} == finished
-    finally:
-        ray.shutdown()
+    second = run_batch(jobs, settings, out, workers=2, progress=False)
+    assert sorted(second.skipped) == sorted(first.done) and not second.failed
+    assert sorted(second.done) == sorted([*first.failed, *first.pending])
+    assert {slug: graph_path(out, slug).stat().st_mtime_ns for slug in first.done} == finished
     for job in jobs:
         assert_bit_identical(Graph.load(graph_path(out, job.slug)), Graph.load(graph_path(serial, job.slug)))
     index = json.loads((out / "index.json").read_text())

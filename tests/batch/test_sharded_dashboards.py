@@ -77,17 +77,12 @@ def test_sharded_build_here_equals_single_process(setup, tmp_path: Path) -> None
         assert merged.card(1, 17) == reference.card(1, 17)
 
 
-def test_sharded_build_on_two_ray_workers_equals_single_process(setup, tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray")
+def test_sharded_build_on_two_ray_workers_equals_single_process(setup, tmp_path: Path, ray_cluster) -> None:
     settings, corpus, single = setup
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        out = build_sharded_store(
-            settings, corpus, tmp_path / "merged.sqlite", tokens=TOKENS, shards=2, by="layers", n_layers=2,
-            d_transcoder=96, workers=2, config=CONFIG, batch_windows=8, progress=False,
-        )  # fmt: skip
-    finally:
-        ray.shutdown()
+    out = build_sharded_store(
+        settings, corpus, tmp_path / "merged.sqlite", tokens=TOKENS, shards=2, by="layers", n_layers=2,
+        d_transcoder=96, workers=2, config=CONFIG, batch_windows=8, progress=False,
+    )  # fmt: skip
     assert_same_store(out, single)
 
 

@@ -86,6 +86,8 @@ def run_batch(
     out = Path(directory).expanduser()
     started = time.perf_counter()
     manifest = _Manifest.open(out, settings)
+    for leftover in (out / GRAPHS).glob(".*.tmp"):  # a write killed before its rename; never a graph
+        leftover.unlink(missing_ok=True)
     report = BatchReport(directory=out)
     todo = []
     for job in jobs:
