@@ -37,6 +37,7 @@ from tracewire.graph.influence import node_influence, normalized_abs_weights
 from tracewire.graph.pruning import prune_graph
 
 COMBINE_MODES = ("mean", "sum", "influence-weighted")
+_CODE_BITS = 32  # an edge is coded as (target id << 32) | source id over merged node ids
 TOKENS_LABEL = "<prompt tokens>"
 
 
@@ -273,7 +274,9 @@ class _Accumulator:
         self.feature_ids: dict[tuple[int, int], int] = {}
         self.feature_stats: list[list[float]] = []  # count, influential, activation sum, n, influence
         self.targets: dict[str, list[Any]] = {}  # label -> [token id, vector, count, probability sum]
-        self.edge_stats: dict[tuple[tuple[str, Any], tuple[str, Any]], list[float]] = {}
+        self.node_ids: dict[tuple[str, Any], int] = {}  # merged node key -> id in edge codes
+        self.edge_codes = torch.zeros(0, dtype=torch.long)  # sorted (target id << 32) | source id
+        self.edge_stats = torch.zeros(0, 4, dtype=torch.float64)
         self.occurrences: dict[tuple[int, int], list[dict[str, Any]]] = {}
 
     def add(self, graph: Graph, name: str, node_threshold: float) -> None:
@@ -303,22 +306,19 @@ class _Accumulator:
             normalized_abs_weights(graph.edge_targets, graph.edge_weights.double(), graph.n_nodes)
             * output[graph.edge_targets]
         )
-        merged: dict[tuple[tuple[str, Any], tuple[str, Any]], list[float]] = {}
-        for t, s, w, f in zip(
-            graph.edge_targets.tolist(),
-            graph.edge_sources.tolist(),
-            graph.edge_weights.tolist(),
-            flow.tolist(),
-        ):
-            slot = merged.setdefault((keys[t], keys[s]), [0.0, 0.0])
-            slot[0] += w
-            slot[1] += f
-        for key, (weight, edge_flow) in merged.items():
-            stats = self.edge_stats.setdefault(key, [0.0, 0.0, 0.0, 0.0])  # count, sum, flow*w, flow
-            stats[0] += 1
-            stats[1] += weight
-            stats[2] += edge_flow * weight
-            stats[3] += edge_flow
+        node_ids = torch.tensor([self.node_ids.setdefault(key, len(self.node_ids)) for key in keys])
+        codes = (node_ids[graph.edge_targets] << _CODE_BITS) | node_ids[graph.edge_sources]
+        unique, inverse = torch.unique(codes, return_inverse=True)
+        weight = torch.zeros(unique.numel(), dtype=torch.float64).index_add_(
+            0, inverse, graph.edge_weights.double()
+        )
+        edge_flow = torch.zeros(unique.numel(), dtype=torch.float64).index_add_(0, inverse, flow)
+        rows = torch.stack([torch.ones_like(weight), weight, edge_flow * weight, edge_flow], dim=1)
+        merged_codes, merged_inverse = torch.unique(torch.cat([self.edge_codes, unique]), return_inverse=True)
+        stats = torch.zeros(merged_codes.numel(), 4, dtype=torch.float64)
+        stats.index_add_(0, merged_inverse[: self.edge_codes.numel()], self.edge_stats)
+        stats.index_add_(0, merged_inverse[self.edge_codes.numel() :], rows)
+        self.edge_codes, self.edge_stats = merged_codes, stats  # count, sum, flow*w, flow
 
     def _node_keys(self, graph: Graph) -> list[tuple[str, Any]]:
         keys: list[tuple[str, Any]] = [
@@ -385,10 +385,8 @@ class _Accumulator:
                 return n_features + self.n_layers  # type: ignore[operator]
             return target_offset + labels.index(value)
 
-        edge_keys = list(self.edge_stats)
-        edge_stats = torch.tensor([self.edge_stats[key] for key in edge_keys], dtype=torch.float64).reshape(
-            -1, 4
-        )
+        merged_of_id = torch.tensor([merged_index(key) for key in self.node_ids], dtype=torch.long)
+        edge_stats = self.edge_stats
         flows = edge_stats[:, 3]
         weighted = torch.where(
             flows > 0,
@@ -414,8 +412,8 @@ class _Accumulator:
                 if labels
                 else torch.zeros(0, self.d_model)
             ),
-            edge_targets=torch.tensor([merged_index(key[0]) for key in edge_keys], dtype=torch.long),
-            edge_sources=torch.tensor([merged_index(key[1]) for key in edge_keys], dtype=torch.long),
+            edge_targets=merged_of_id[self.edge_codes >> _CODE_BITS],
+            edge_sources=merged_of_id[self.edge_codes & ((1 << _CODE_BITS) - 1)],
             edge_counts=edge_stats[:, 0].long(),
             edge_sums=edge_stats[:, 1],
             edge_influence_weighted=weighted,
