@@ -4,7 +4,7 @@ The output folder::
 
     DIR/graphs/{slug}.safetensors   one graph per prompt, each written atomically (Graph.save)
     DIR/manifest.json               settings + every prompt's status ("ok" / "failed" + error),
-                                    rewritten atomically after each prompt
+                                    rewritten atomically every few seconds and at the end
     DIR/index.json                  the finished graphs: prompt, file, targets, probabilities,
                                     replacement / completeness scores, sizes
 
@@ -20,6 +20,7 @@ progress bar counts prompts over all workers.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,8 @@ MANIFEST = "manifest.json"
 INDEX = "index.json"
 GRAPHS = "graphs"
 FORMAT = "tracewire-batch"
+#: The manifest is rewritten at most this often during a batch (and always at its end).
+SAVE_SECONDS = 5.0
 
 ResultCallback = Callable[[dict[str, Any]], None]
 
@@ -146,6 +149,7 @@ class _Manifest:
         self.path = directory / MANIFEST
         self.settings = settings
         self.entries = entries
+        self.saved_at = time.monotonic()
 
     @classmethod
     def open(cls, directory: Path, settings: AttributionSettings) -> _Manifest:
@@ -153,8 +157,6 @@ class _Manifest:
         if not path.is_file():
             (directory / GRAPHS).mkdir(parents=True, exist_ok=True)
             return cls(directory, settings, {})
-        import json
-
         try:
             recorded = json.loads(path.read_text(encoding="utf-8"))
             entries = dict(recorded["prompts"])
@@ -201,10 +203,14 @@ class _Manifest:
         }
 
     def record(self, result: dict[str, Any]) -> None:
+        """Keep ``result``; rewrite the file at most every SAVE_SECONDS (the graph files are the truth
+        a resume relies on, so a crash loses at most the last few statuses, which are then redone)."""
         self.entries[result["slug"]] = result
-        self.save()
+        if time.monotonic() - self.saved_at >= SAVE_SECONDS:
+            self.save()
 
     def save(self) -> None:
+        self.saved_at = time.monotonic()
         atomic_write_json(
             self.path,
             {"format": FORMAT, "settings": self.settings.identity(), "prompts": self.entries},
