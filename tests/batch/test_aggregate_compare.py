@@ -125,3 +125,18 @@ def test_compare_of_two_prompts(planted_graphs: list[Graph]) -> None:
     b_index = node_of(planted_graphs[0], B)
     b_lost = next(d for d in result.ranked if d.node == ("feature", 3, 3, 1))
     assert b_lost.score == pytest.approx(float(influence[b_index]), rel=1e-6)
+
+
+def test_the_explorer_serves_the_aggregate_graph(planted_graphs: list[Graph], tmp_path: Path) -> None:
+    """The aggregate is an ordinary graph file: the explorer's API lists it and gives its nodes and links."""
+    from fastapi.testclient import TestClient
+
+    from tracewire.server.app import create_app
+
+    aggregate_graphs(planted_graphs, node_threshold=0.99).to_graph().save(tmp_path / "circuit.safetensors")
+    with TestClient(create_app(tmp_path), base_url="http://127.0.0.1") as client:
+        assert "circuit" in client.get("/api/graphs").text
+        nodes = client.get("/api/graphs/circuit/nodes")
+        assert nodes.status_code == 200, nodes.text
+        assert client.get("/api/graphs/circuit/links").status_code == 200
+        assert "Paris" in client.get("/api/graphs/circuit").text
