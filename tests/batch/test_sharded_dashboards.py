@@ -98,3 +98,23 @@ def test_merge_refuses_overlapping_and_foreign_shards(setup, tmp_path: Path) -> 
     with pytest.raises(FeatureStoreError, match="another build"):
         merge_feature_stores([single, other], tmp_path / "y.sqlite")
     assert not (tmp_path / "y.sqlite").exists()
+
+
+def test_batch_dashboards_cli_equals_the_dashboards_cli(setup, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tracewire.cli.main import app
+
+    settings, corpus, _ = setup
+    common = ["-m", settings.model, "-t", settings.transcoders, "--corpus", str(corpus), "--tokens", "600"]
+    common += ["--seq-len", "32", "--batch-windows", "8", "-q"]
+    runner = CliRunner()
+    single = runner.invoke(app, ["dashboards", "-o", str(tmp_path / "single.sqlite"), *common])
+    assert single.exit_code == 0, single.output
+    sharded = runner.invoke(
+        app,
+        ["batch", "dashboards", "-o", str(tmp_path / "sharded.sqlite"), "--shards", "3", "--device", "cpu",
+         "--threads", "1", *common],
+    )  # fmt: skip
+    assert sharded.exit_code == 0, sharded.output
+    assert_same_store(tmp_path / "sharded.sqlite", tmp_path / "single.sqlite")
