@@ -129,8 +129,8 @@ class AttributionWorker:
                 progress=False,
             )
             graph.save(graph_path)
-        except (TracewireError, ValueError, RuntimeError) as exc:
-            log.warning("prompt %s failed: %s", job.slug, exc)
+        except Exception as exc:  # a failure (bad target, out of memory, a bug) ends only this prompt
+            log.warning("prompt %s failed: %s", job.slug, exc, exc_info=not isinstance(exc, TracewireError))
             return {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
         scores = graph_scores(graph)
         return {
