@@ -4,10 +4,11 @@ Both runs attribute the same prompts with the same settings (calibrated random P
 ``benchmarks/attribution.py``, fp32, one feature budget) through ``tracewire.batch.run_batch``:
 serially in this process with ``--threads`` torch threads, then on ``--workers`` Ray actors with
 ``--threads`` threads each. Reported: wall time of each run (model loading included, Ray start-up
-included for the cluster run), the ratio, per-prompt seconds, each worker's peak memory and
-graphs per hour per worker; from those, a plan for N machines (how many workers fit one machine
-by cores and by memory, and the graphs per hour of the fleet, discounted by the parallel
-efficiency measured here).
+included for the cluster run), the ratio, per-prompt seconds, the fixed start-up cost of each
+run, each worker's peak memory and graphs per hour per worker; from those, the ratio projected
+for larger batches and a plan for N machines (how many workers fit one machine by cores and by
+memory, and the graphs per hour of the fleet, discounted by the steady-state efficiency measured
+here: serial seconds per prompt over a worker's seconds per prompt).
 
 The numbers mean something only on a quiet machine: on a shared box the workers compete with
 other jobs for the same cores. Results go to ``benchmarks/results/batch.json``.
@@ -61,8 +62,10 @@ def run(jobs: list[Any], settings: Any, out: Path, workers: int) -> dict[str, An
     wall = time.perf_counter() - start
     ok = [r for r in results if r["status"] == "ok"]
     peak_by_worker: dict[int, float] = {}
+    busy_by_worker: dict[int, float] = {}
     for r in ok:
         peak_by_worker[r["pid"]] = max(peak_by_worker.get(r["pid"], 0.0), r["peak_rss_mib"])
+        busy_by_worker[r["pid"]] = busy_by_worker.get(r["pid"], 0.0) + r["seconds"]
     return {
         "workers": max(workers, 1),
         "wall_seconds": wall,
@@ -75,6 +78,8 @@ def run(jobs: list[Any], settings: Any, out: Path, workers: int) -> dict[str, An
             "max": max(r["seconds"] for r in ok),
         },
         "peak_rss_mib_per_worker": max(peak_by_worker.values()),
+        # Start-up (cluster, model loading) and dispatch: the wall time no worker spent attributing.
+        "overhead_seconds": wall - max(busy_by_worker.values()),
     }
 
 
@@ -82,7 +87,15 @@ def plan(serial: dict[str, Any], cluster: dict[str, Any], args: argparse.Namespa
     """Workers per machine and fleet throughput, from the measured per-prompt cost and memory."""
     per_prompt = cluster["per_prompt_seconds"]["mean"]
     speedup = serial["wall_seconds"] / cluster["wall_seconds"]
-    efficiency = speedup / cluster["workers"]
+    # Steady state: how much slower one prompt gets when the workers share the machine (cores,
+    # memory bandwidth); the fixed start-up cost is apart, since it does not grow with the batch.
+    efficiency = serial["per_prompt_seconds"]["mean"] / per_prompt
+    workers = cluster["workers"]
+
+    def projected_ratio(n: int) -> float:
+        serial_time = serial["overhead_seconds"] + n * serial["per_prompt_seconds"]["mean"]
+        return serial_time / (cluster["overhead_seconds"] + -(-n // workers) * per_prompt)
+
     worker_gib = cluster["peak_rss_mib_per_worker"] / 1024
     by_cores = args.machine_cores // args.threads
     by_memory = int((args.machine_gib * 0.9) // worker_gib)
@@ -91,6 +104,7 @@ def plan(serial: dict[str, Any], cluster: dict[str, Any], args: argparse.Namespa
     return {
         "measured_speedup": speedup,
         "parallel_efficiency": efficiency,
+        "projected_speedup": {str(n): projected_ratio(n) for n in (64, 1024, 10000)},
         "memory_per_worker_gib": worker_gib,
         "graphs_per_hour_per_worker": graphs_per_hour_worker,
         "machine": {"cores": args.machine_cores, "gib": args.machine_gib, "threads_per_worker": args.threads},
@@ -165,7 +179,9 @@ def main() -> None:
     print(
         f"\n{args.prompts} prompts: serial {serial['wall_seconds']:.0f}s, {args.workers} Ray workers "
         f"{cluster['wall_seconds']:.0f}s -> {result['wall_time_ratio']:.2f}x "
-        f"(efficiency {p['parallel_efficiency']:.0%}); per prompt {cluster['per_prompt_seconds']['mean']:.1f}s, "
+        f"(start-up {cluster['overhead_seconds']:.0f}s vs {serial['overhead_seconds']:.0f}s serial; steady-state "
+        f"efficiency {p['parallel_efficiency']:.0%}, projected {p['projected_speedup']['64']:.2f}x at 64 prompts); "
+        f"per prompt {cluster['per_prompt_seconds']['mean']:.1f}s, "
         f"{p['memory_per_worker_gib']:.2f} GiB and {p['graphs_per_hour_per_worker']:.0f} graphs/hour per worker"
     )
     for row in p["fleet"]:
