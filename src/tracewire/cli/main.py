@@ -95,6 +95,12 @@ from tracewire.cli.dashboards import dashboards_app, feature_command  # noqa: E4
 app.add_typer(dashboards_app, name="dashboards")
 app.command("feature")(feature_command)
 
+from tracewire.cli.batch import aggregate_command, batch_app, compare_command  # noqa: E402
+
+app.add_typer(batch_app, name="batch")
+app.command("compare")(compare_command)
+app.command("aggregate")(aggregate_command)
+
 
 from tracewire.cli.qk import heads_command, qk_command  # noqa: E402
 
