@@ -46,6 +46,7 @@ from tracewire.graph.neuronpedia_ids import (
     neuronpedia_schema,
     node_ids,
     scan_name,
+    target_vocab_ids,
 )
 from tracewire.graph.neuronpedia_import import from_neuronpedia_json
 from tracewire.graph.pruning import PruneResult, prune_graph
@@ -124,7 +125,8 @@ def to_neuronpedia_json(
     shown = torch.nonzero(prune.node_mask & touched).flatten().tolist()
 
     influence = prune.cumulative_scores.tolist()
-    nodes = [_node_json(graph, index, ids[index], influence[index], labels) for index in shown]
+    vocab_ids = target_vocab_ids(graph)
+    nodes = [_node_json(graph, index, ids[index], influence[index], labels, vocab_ids) for index in shown]
     links = [
         {"source": ids[source], "target": ids[target], "weight": weight}
         for source, target, weight in zip(
@@ -208,6 +210,7 @@ def _node_json(
     node_id: str,
     influence: float,
     labels: Mapping[tuple[int, int], str],
+    vocab_ids: Sequence[int],
 ) -> dict[str, Any]:
     influence_value = None if math.isnan(influence) else influence
     if index < graph.error_offset:
@@ -232,10 +235,9 @@ def _node_json(
         return _node(node_id, pos, "E", pos, EMBEDDING_TYPE, influence=influence_value)
     k = index - graph.target_offset
     probability = float(graph.target_probabilities[k])
-    vocab_id = int(node_id.split("_")[1])
     return _node(
         node_id,
-        vocab_id,
+        vocab_ids[k],
         str(graph.n_layers + 1),
         graph.n_pos - 1,
         LOGIT_TYPE,

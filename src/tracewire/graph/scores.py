@@ -17,6 +17,7 @@ folded into errors", so one subset costs a few ``O(E)`` vector operations and no
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -134,6 +135,12 @@ class ScoreContext:
         completeness = ((1.0 - error_share) * output_influence).sum() / output_influence.sum()
         replacement = token_influence / (token_influence + error_influence)
         return Scores(replacement=float(replacement), completeness=float(completeness))
+
+
+def finite_or_none(value: float) -> float | None:
+    """``value`` as a float, or None when it is NaN or infinite (a score of a graph without
+    edges is 0/0): JSON has no NaN, and None says "undefined" where 0 would be a wrong score."""
+    return float(value) if math.isfinite(value) else None
 
 
 def graph_scores(graph: Graph | ScoreContext) -> Scores:
