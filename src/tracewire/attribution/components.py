@@ -121,7 +121,6 @@ class Components:
 @torch.no_grad()
 def compute_components(transcoders: TranscoderSet, run: FrozenRun, zero_positions: list[int]) -> Components:
     """The sources of the graph from the clean ``run`` (see the module docstring)."""
-    ts = transcoders
     n_layers = transcoders.n_layers
     inputs = [run.transcoder_inputs[layer][0] for layer in range(n_layers)]
     n_pos = inputs[0].shape[0]
@@ -130,11 +129,13 @@ def compute_components(transcoders: TranscoderSet, run: FrozenRun, zero_position
 
     layers, poss, feats, acts = [], [], [], []
     offsets = [0]
-    reconstruction = [ts.b_dec[layer] + ts.skip(layer, inputs[layer]) for layer in range(n_layers)]
+    reconstruction = [
+        transcoders.b_dec[layer] + transcoders.skip(layer, inputs[layer]) for layer in range(n_layers)
+    ]
     for layer in range(n_layers):
-        dense = ts.encode(layer, inputs[layer])  # [P, d_tc]
-        written = ts.decode(layer, dense)  # [P, n_out, d]
-        for j, target in enumerate(ts.output_layers(layer)):
+        dense = transcoders.encode(layer, inputs[layer])  # [P, d_tc]
+        written = transcoders.decode(layer, dense)  # [P, n_out, d]
+        for j, target in enumerate(transcoders.output_layers(layer)):
             reconstruction[target] = reconstruction[target] + written[:, j]
         dense = dense * keep_pos[:, None]
         pos_idx, feat_idx = dense.nonzero(as_tuple=True)  # sorted by (pos, feature)

@@ -78,15 +78,15 @@ def attribute(
     ``rows.AUTO_ROW_STORAGE_BYTES`` and caps rows at ``rows.AUTO_CAP`` beyond; ``None`` keeps all.
     The fraction of |edge| mass dropped is recorded in ``metadata["dropped_edge_mass_fraction"]``.
     """
-    rm, tc = _replacement_model(model, transcoders)
+    replacement, transcoder_set = _replacement_model(model, transcoders)
     _check_row_cap(max_row_feature_edges)
     clock = _PhaseClock()
 
     prompt_run, run = record_prompt(
-        rm, prompt, targets, max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob
+        replacement, prompt, targets, max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob
     )
     clock.lap("forward")
-    recorded = list_sources(rm, tc, prompt_run, run)
+    recorded = list_sources(replacement, transcoder_set, prompt_run, run)
     del run  # the clean run's activations: only the frozen state is needed from here on
     comps, space = recorded.components, recorded.space
     clock.lap("components")
@@ -100,8 +100,8 @@ def attribute(
     assert not isinstance(row_cap, str)
     settings = BatchSettings(batch_size, max_batch_tokens, row_cap)
     rows = RowRunner(
-        rm,
-        tc,
+        replacement,
+        transcoder_set,
         recorded.state,
         comps,
         space,
@@ -117,12 +117,12 @@ def attribute(
     rows.close()
     clock.lap("feature_rows")
 
-    graph = package_graph(rm.loaded, recorded, rows.batches, visited)
+    graph = package_graph(replacement.loaded, recorded, rows.batches, visited)
     clock.lap("packaging")
     graph.metadata.update(
         _run_metadata(
-            rm.loaded,
-            tc,
+            replacement.loaded,
+            transcoder_set,
             recorded,
             rows,
             settings={
@@ -133,7 +133,7 @@ def attribute(
                 "update_interval": update_interval,
                 "max_batch_tokens": max_batch_tokens,
                 "max_row_feature_edges": row_cap,
-                "dtype": str(rm.loaded.dtype).replace("torch.", ""),
+                "dtype": str(replacement.loaded.dtype).replace("torch.", ""),
             },
             influence_refreshes=refreshes,
             timings=clock.timings(),
@@ -170,7 +170,7 @@ class RecordedPrompt(PromptRun):
 
 
 def record_prompt(
-    rm: ReplacementModel,
+    replacement: ReplacementModel,
     prompt: str | Sequence[int] | torch.Tensor,
     targets: TargetSpec,
     *,
@@ -181,11 +181,11 @@ def record_prompt(
 
     The BOS position (when the prompt starts with the model's BOS) is zeroed, as in circuit-tracer.
     """
-    loaded = rm.loaded
+    loaded = replacement.loaded
     tokens = loaded.encode(prompt if not isinstance(prompt, torch.Tensor) else prompt.reshape(-1))
     zero_positions = [0] if loaded.bos_token_id is not None and int(tokens[0]) == loaded.bos_token_id else []
     with torch.no_grad():
-        run = rm.record(tokens)
+        run = replacement.record(tokens)
     assert run.logits is not None
     resolved = resolve_targets(
         loaded, run.logits[0, -1], targets, max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob
@@ -194,11 +194,11 @@ def record_prompt(
 
 
 def list_sources(
-    rm: ReplacementModel, transcoders: TranscoderSet, prompt: PromptRun, run: FrozenRun
+    replacement: ReplacementModel, transcoders: TranscoderSet, prompt: PromptRun, run: FrozenRun
 ) -> RecordedPrompt:
     """The graph's sources (active features, errors, tokens) from the clean run, and its node space."""
     comps = compute_components(transcoders, run, prompt.zero_positions)
-    space = NodeSpace(comps.n_features, rm.n_layers, comps.n_pos, len(prompt.targets))
+    space = NodeSpace(comps.n_features, replacement.n_layers, comps.n_pos, len(prompt.targets))
     if space.size >= 2**31:
         raise InvalidArgumentError(f"{space.size} nodes exceed the int32 edge index; use a shorter prompt")
     return RecordedPrompt(prompt.tokens, prompt.zero_positions, prompt.targets, run.state, comps, space)
@@ -306,15 +306,15 @@ def _run_metadata(
 def _replacement_model(
     model: ReplacementModel | LoadedModel, transcoders: TranscoderSet | None
 ) -> tuple[ReplacementModel, TranscoderSet]:
-    rm = model if isinstance(model, ReplacementModel) else ReplacementModel(model, transcoders)
-    return rm, _transcoders_of(rm)
+    replacement = model if isinstance(model, ReplacementModel) else ReplacementModel(model, transcoders)
+    return replacement, _transcoders_of(replacement)
 
 
-def _transcoders_of(rm: ReplacementModel) -> TranscoderSet:
+def _transcoders_of(replacement: ReplacementModel) -> TranscoderSet:
     """The replacement model's transcoders; attribution cannot run without them."""
-    if rm.transcoders is None:
+    if replacement.transcoders is None:
         raise InvalidArgumentError("attribute() needs transcoders: pass ReplacementModel(model, transcoders)")
-    transcoders: TranscoderSet = rm.transcoders
+    transcoders: TranscoderSet = replacement.transcoders
     return transcoders
 
 

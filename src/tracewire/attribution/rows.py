@@ -130,7 +130,7 @@ class NodeSpace:
 
 
 def compute_rows(
-    rm: ReplacementModel,
+    replacement: ReplacementModel,
     transcoders: TranscoderSet,
     state: FrozenState,
     comps: Components,
@@ -146,7 +146,7 @@ def compute_rows(
     With ``replays``, a retained replay of the batch's length bucket with ``capacity`` copies is
     reused (its forward paid once); otherwise a fresh prefix replay stops at the top layer.
     """
-    n_layers = rm.n_layers
+    n_layers = replacement.n_layers
     batch = int(request.node.numel())
     layers = request.layer.tolist()
     positions = request.pos.tolist()
@@ -155,33 +155,37 @@ def compute_rows(
 
     with torch.enable_grad():
         if replays is not None:
-            rep = replays.get(length, max(batch, capacity or batch))
+            replay = replays.get(length, max(batch, capacity or batch))
         else:
-            rep = RetainedReplay.from_run(rm.replay(state, length=length, batch=batch, stop_after_layer=top))
+            replay = RetainedReplay.from_run(
+                replacement.replay(state, length=length, batch=batch, stop_after_layer=top)
+            )
         # each target reads its site at its own copy and position: seed the backward there
-        device = rep.embeddings.device
-        vector = request.vector.to(device=device, dtype=rep.embeddings.dtype)
+        device = replay.embeddings.device
+        vector = request.vector.to(device=device, dtype=replay.embeddings.dtype)
         pos_all = request.pos.to(device)
         reads, seeds = [], []
         for layer in sorted(set(layers)):
             rows_t = torch.tensor([b for b in range(batch) if layers[b] == layer], device=device)
-            site = rep.final if layer >= n_layers else rep.inputs.get(layer)
+            site = replay.final if layer >= n_layers else replay.inputs.get(layer)
             if site is None:
                 raise RuntimeError(f"the replay has no read-out site for layer {layer}")
-            seed = rep.zeros()
+            seed = replay.zeros()
             seed[rows_t, pos_all[rows_t]] = vector[rows_t]
             reads.append(site)
             seeds.append(seed)
         grad_layers = list(range(min(top, n_layers)))
-        copies, replay_len = rep.copies, rep.length
-        inputs = [get_gradient_edge(rep.embeddings), *(rep.outputs[layer] for layer in grad_layers)]
+        copies, replay_len = replay.copies, replay.length
+        inputs = [get_gradient_edge(replay.embeddings), *(replay.outputs[layer] for layer in grad_layers)]
         grads = torch.autograd.grad(
             reads, inputs, grad_outputs=seeds, allow_unused=True, retain_graph=replays is not None
         )
         del seeds
-    grad_emb = _or_zeros(grads[0], rep)[:batch, :length].float()
-    grad_out = {layer: _or_zeros(g, rep)[:batch, :length].float() for layer, g in zip(grad_layers, grads[1:])}
-    del rep, grads
+    grad_emb = _or_zeros(grads[0], replay)[:batch, :length].float()
+    grad_out = {
+        layer: _or_zeros(g, replay)[:batch, :length].float() for layer, g in zip(grad_layers, grads[1:])
+    }
+    del replay, grads
 
     row_nodes = request.node.cpu()
     device = grad_emb.device
@@ -290,5 +294,5 @@ def _feature_edges(
     return torch.cat(cols), torch.cat(vals, dim=1)
 
 
-def _or_zeros(grad: torch.Tensor | None, rep: RetainedReplay) -> torch.Tensor:
-    return rep.zeros() if grad is None else grad
+def _or_zeros(grad: torch.Tensor | None, replay: RetainedReplay) -> torch.Tensor:
+    return replay.zeros() if grad is None else grad

@@ -38,7 +38,7 @@ class RowRunner:
 
     def __init__(
         self,
-        rm: ReplacementModel,
+        replacement: ReplacementModel,
         transcoders: TranscoderSet,
         state: FrozenState,
         comps: Components,
@@ -48,10 +48,10 @@ class RowRunner:
         total_rows: int,
         progress: bool,
     ) -> None:
-        self.rm, self.transcoders, self.state, self.comps = rm, transcoders, state, comps
+        self.replacement, self.transcoders, self.state, self.comps = replacement, transcoders, state, comps
         self.space, self.settings = space, settings
         self.batches: list[RowBatch] = []
-        self.replays = ReplayCache(rm, state)
+        self.replays = ReplayCache(replacement, state)
         self.position_layers_touched = 0
         self._bar = tqdm(total=total_rows, desc="attribution rows", unit="row", disable=not progress)
 
@@ -141,7 +141,7 @@ class RowRunner:
             part = slice(planned.start, planned.end)
             request = RowRequest(nodes[part], layers[part], positions[part], vectors[part])
             batch = compute_rows(
-                self.rm,
+                self.replacement,
                 self.transcoders,
                 self.state,
                 self.comps,
