@@ -75,22 +75,17 @@ class RowRunner:
         if features.numel() == 0:
             return
         comps = self.comps
-        by_pos = features[
-            torch.argsort(
-                comps.pos[features] * (self.space.n_layers + 1) + comps.layer[features], stable=True
-            )
-        ]
-        by_layer = features[
-            torch.argsort(comps.layer[features] * (comps.n_pos + 1) + comps.pos[features], stable=True)
-        ]
+        pos, layer = comps.pos[features], comps.layer[features]
+        by_pos = features[torch.argsort(pos * (self.space.n_layers + 1) + layer, stable=True)]
+        by_layer = features[torch.argsort(layer * (comps.n_pos + 1) + pos, stable=True)]
         order = min((by_pos, by_layer), key=self._planned_work)
         layers, ids = comps.layer[order], comps.feature[order]
         vectors = torch.empty(
             order.numel(), comps.errors.shape[-1], dtype=comps.errors.dtype, device=order.device
         )
-        for layer in torch.unique(layers).tolist():
-            mask = layers == layer
-            vectors[mask] = self.transcoders.encoder_vectors(layer, ids[mask]).to(vectors.dtype)
+        for source_layer in torch.unique(layers).tolist():
+            mask = layers == source_layer
+            vectors[mask] = self.transcoders.encoder_vectors(source_layer, ids[mask]).to(vectors.dtype)
         self._run(order, layers, comps.pos[order], vectors)
 
     def influence(self, targets: Targets, target_nodes: torch.Tensor) -> torch.Tensor:
