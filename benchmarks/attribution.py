@@ -114,14 +114,34 @@ def _tree_rss_gib(pid: int) -> float:
     return total / 2**30
 
 
+def reference_work(graph, batch_size: int) -> int:  # type: ignore[no-untyped-def]
+    """Positions × layers circuit-tracer 0.5.0's backward passes touch for ``graph``'s rows.
+
+    Every circuit-tracer batch runs over all positions and every layer below the batch's highest
+    target layer (targets: the final layer). Feature rows are counted in layer order, the
+    cheapest order: exact without a budget (both tools then visit every feature in that order), a
+    lower bound with one (circuit-tracer visits by influence, which mixes layers). Compare with
+    ``graph.metadata["work"]["position_layers_touched"]``, tracewire's own count.
+    """
+    n_pos, n_layers = int(graph.n_pos), int(graph.n_layers)
+    total = -(-graph.n_targets // batch_size) * batch_size * n_pos * n_layers
+    layers = graph.features[:, 0].sort().values.tolist()
+    for start in range(0, len(layers), batch_size):
+        total += batch_size * n_pos * max(layers[start : start + batch_size])
+    return total
+
+
 TRACEWIRE_RUN = r"""
-import json, resource, sys, time, torch
+import importlib.util, json, resource, sys, time, torch
 torch.set_num_threads(2)
 from tracewire.models.loading import load_model
 from tracewire.transcoders.io import load_transcoders
 from tracewire.attribution.engine import attribute
 from tracewire.attribution.estimate import estimate_attribution
 prompt, tc, budget, batch, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+spec = importlib.util.spec_from_file_location("attribution_benchmark", sys.argv[6])
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
 lm = load_model("smollm2-135m")
 ts = load_transcoders(tc)
 n_tokens = len(lm.encode(prompt))
@@ -134,7 +154,8 @@ if out != "-":
 print("RESULT " + json.dumps({
     "tokens": n_tokens, "wall": wall, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     "active": g.metadata["n_active_features"], "nodes": g.n_nodes, "edges": g.n_edges,
-    "work": g.metadata["work"], "timings": g.metadata["timings"],
+    "work": {**g.metadata["work"], "reference_position_layers_touched": bench.reference_work(g, batch)},
+    "timings": g.metadata["timings"],
     "estimate_gib": est.peak_gib, "estimate_s": est.seconds, "estimate_s_low": est.seconds_low,
     "dropped": g.metadata["dropped_edge_mass_fraction"],
 }))
@@ -142,7 +163,7 @@ print("RESULT " + json.dumps({
 
 
 def run_tracewire(prompt: str, tc: Path, budget: int, batch: int, out: str) -> dict:
-    cmd = [sys.executable, "-c", TRACEWIRE_RUN, prompt, str(tc), str(budget), str(batch), out]
+    cmd = [sys.executable, "-c", TRACEWIRE_RUN, prompt, str(tc), str(budget), str(batch), out, __file__]
     text, wall, peak, status = watch(cmd, dict(os.environ), timeout=3600)
     match = re.search(r"^RESULT (.*)$", text, re.M)
     if not match:

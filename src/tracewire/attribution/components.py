@@ -15,31 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
 
-from tracewire.errors import InvalidArgumentError
-from tracewire.replacement.model import ReplacementModel
 from tracewire.replacement.state import FrozenRun
+from tracewire.transcoders.base import TranscoderSet
 
-
-def _available_bytes() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 * 2**30
-
-
-#: Memory the padded decoder blocks may keep between batches (rebuilt per batch beyond it): at
-#: most 256 MiB (an eighth of the memory available at import on small machines). Rebuilding a
-#: block is a gather of decoder rows, cheap next to the batch's backward: at 512 tokens a run
-#: without any cache was *faster* than with 2 GiB of cached blocks, and 2 GiB smaller.
-BLOCK_CACHE_BYTES = min(256 * 2**20, _available_bytes() // 8)
+#: Memory the padded decoder blocks may keep between batches (rebuilt per batch beyond it).
+#: Rebuilding a block is a gather of decoder rows, cheap next to the batch's backward: at 512
+#: tokens a run without any cache was *faster* than with 2 GiB of cached blocks, and 2 GiB smaller.
+BLOCK_CACHE_BYTES = 256 * 2**20
 #: Size of one on-the-fly block when a layer's whole block does not fit the cache.
 BLOCK_CHUNK_BYTES = 64 * 2**20
 
@@ -61,8 +46,7 @@ class DecoderBlock:
     rank: torch.Tensor  # int64 [n]
 
     @staticmethod
-    def build(transcoders: Any, comps: Components, layer: int, p0: int, p1: int) -> DecoderBlock:
-        full = comps.layer_slice(layer)
+    def build(transcoders: TranscoderSet, comps: Components, layer: int, p0: int, p1: int) -> DecoderBlock:
         lo = comps.layer_slice(layer, max_pos=p0).stop
         hi = comps.layer_slice(layer, max_pos=p1).stop
         pos = comps.pos[lo:hi] - p0
@@ -77,7 +61,6 @@ class DecoderBlock:
         if n:
             dec = transcoders.decoder_vectors(layer, comps.feature[lo:hi]).float()
             rows[pos, rank] = dec * comps.activation[lo:hi][:, None, None]
-        assert full.start <= lo
         return DecoderBlock(p0=p0, start=lo, rows=rows, pos=pos, rank=rank)
 
 
@@ -85,7 +68,6 @@ class DecoderBlock:
 class Components:
     n_layers: int
     n_pos: int
-    zero_positions: list[int]
     # active features, sorted by (layer, pos, feature)
     layer: torch.Tensor  # int64 [F]
     pos: torch.Tensor  # int64 [F]
@@ -109,7 +91,7 @@ class Components:
         cut = int(torch.searchsorted(self.pos[start:end], max_pos, right=False))
         return slice(start, start + cut)
 
-    def decoder_blocks(self, transcoders: Any, layer: int, length: int) -> Iterator[DecoderBlock]:
+    def decoder_blocks(self, transcoders: TranscoderSet, layer: int, length: int) -> Iterator[DecoderBlock]:
         """Blocks covering positions ``[0, length)`` of ``layer``'s features.
 
         The whole layer is one block, cached while the cache is under ``BLOCK_CACHE_BYTES``;
@@ -135,17 +117,11 @@ class Components:
         for p0 in range(0, length, step):
             yield DecoderBlock.build(transcoders, self, layer, p0, min(length, p0 + step))
 
-    def nbytes(self) -> int:
-        tensors = [self.layer, self.pos, self.feature, self.activation, self.errors, self.token_vectors]
-        return sum(t.numel() * t.element_size() for t in tensors)
-
 
 @torch.no_grad()
-def compute_components(rm: ReplacementModel, run: FrozenRun, zero_positions: list[int]) -> Components:
-    ts = rm.transcoders
-    if ts is None:
-        raise InvalidArgumentError("attribution needs transcoders: ReplacementModel(model, transcoders)")
-    n_layers = rm.n_layers
+def compute_components(transcoders: TranscoderSet, run: FrozenRun, zero_positions: list[int]) -> Components:
+    """The sources of the graph from the clean ``run`` (see the module docstring)."""
+    n_layers = transcoders.n_layers
     inputs = [run.transcoder_inputs[layer][0] for layer in range(n_layers)]
     n_pos = inputs[0].shape[0]
     keep_pos = torch.ones(n_pos, dtype=torch.bool, device=inputs[0].device)
@@ -153,11 +129,13 @@ def compute_components(rm: ReplacementModel, run: FrozenRun, zero_positions: lis
 
     layers, poss, feats, acts = [], [], [], []
     offsets = [0]
-    reconstruction = [ts.b_dec[layer] + ts.skip(layer, inputs[layer]) for layer in range(n_layers)]
+    reconstruction = [
+        transcoders.b_dec[layer] + transcoders.skip(layer, inputs[layer]) for layer in range(n_layers)
+    ]
     for layer in range(n_layers):
-        dense = ts.encode(layer, inputs[layer])  # [P, d_tc]
-        written = ts.decode(layer, dense)  # [P, n_out, d]
-        for j, target in enumerate(ts.output_layers(layer)):
+        dense = transcoders.encode(layer, inputs[layer])  # [P, d_tc]
+        written = transcoders.decode(layer, dense)  # [P, n_out, d]
+        for j, target in enumerate(transcoders.output_layers(layer)):
             reconstruction[target] = reconstruction[target] + written[:, j]
         dense = dense * keep_pos[:, None]
         pos_idx, feat_idx = dense.nonzero(as_tuple=True)  # sorted by (pos, feature)
@@ -174,7 +152,6 @@ def compute_components(rm: ReplacementModel, run: FrozenRun, zero_positions: lis
     return Components(
         n_layers=n_layers,
         n_pos=n_pos,
-        zero_positions=list(zero_positions),
         layer=torch.cat(layers),
         pos=torch.cat(poss),
         feature=torch.cat(feats),

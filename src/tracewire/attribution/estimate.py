@@ -1,7 +1,8 @@
 """Predict an attribution run's peak memory and time before starting it.
 
-The estimate replays the engine's own plan (``engine._capacity``, the replay buckets, the
-row cap) on a prompt of the requested length, so what it counts is what the engine will do:
+The estimate replays the engine's own plan (``batching.plan_batches``: the replay buckets and
+capacities; ``rows.auto_row_cap``) on a prompt of the requested length, so what it counts is what
+the engine will do:
 
 - active features ``F``: the transcoders' mean activity per token and layer, measured on a short
   calibration text with the real model (the dominant unknown), and the busiest position's
@@ -26,16 +27,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
+from tracewire.attribution.batching import batch_capacity, plan_batches, replay_bucket
 from tracewire.attribution.components import BLOCK_CACHE_BYTES, BLOCK_CHUNK_BYTES
-from tracewire.attribution.engine import _capacity, auto_row_cap
 from tracewire.attribution.replays import REPLAY_CACHE_BYTES
+from tracewire.attribution.rows import auto_row_cap
 from tracewire.errors import InvalidArgumentError
 from tracewire.models.loading import LoadedModel
 from tracewire.replacement.frozen_attention import KEEP_PATTERN_BYTES
+from tracewire.transcoders.base import TranscoderSet
 
 GIB = 2**30
 #: Busiest position's activity over the mean, when only a mean is given (SmolLM2: ~3).
@@ -106,14 +108,16 @@ class Activity:
 
 
 @torch.no_grad()
-def measure_activity(loaded: LoadedModel, transcoders: Any, tokens: torch.Tensor | None = None) -> Activity:
+def measure_activity(
+    loaded: LoadedModel, transcoders: TranscoderSet, tokens: torch.Tensor | None = None
+) -> Activity:
     """Activity of ``transcoders`` on ``tokens`` (default: the calibration text), BOS excluded."""
     return _clean_run(loaded, transcoders, tokens)[0]
 
 
 @torch.no_grad()
 def _clean_run(
-    loaded: LoadedModel, transcoders: Any, tokens: torch.Tensor | None
+    loaded: LoadedModel, transcoders: TranscoderSet, tokens: torch.Tensor | None
 ) -> tuple[Activity, torch.Tensor | None]:
     from tracewire.replacement.model import ReplacementModel
     from tracewire.transcoders.calibrated import CALIBRATION_TEXT
@@ -129,16 +133,9 @@ def _clean_run(
     return Activity(mean=sum(means) / len(means), busiest=sum(busiest) / len(busiest)), last
 
 
-def active_per_token(loaded: LoadedModel, transcoders: Any) -> float:
+def active_per_token(loaded: LoadedModel, transcoders: TranscoderSet) -> float:
     """Mean number of active features per token and layer on the calibration text."""
     return measure_activity(loaded, transcoders).mean
-
-
-def _bucket(length: int, n_pos: int) -> int:
-    size = 1
-    while size < length:
-        size *= 2
-    return min(size, n_pos)
 
 
 def _plan(
@@ -152,21 +149,22 @@ def _plan(
     max_batch_tokens: int,
 ) -> list[tuple[int, int, int, int]]:
     """Batches as (rows, copies, replay length, top layer)."""
-    full = _bucket(n_pos, n_pos)
     plan = []
-    cap = _capacity(full, batch_size, max_batch_tokens)
-    for start in range(0, n_targets, cap):
-        plan.append((min(cap, n_targets - start), cap, full, n_layers))
+    last = [n_pos - 1]  # target rows read the last position; budgeted rows are assumed to, too
+    for batch in plan_batches(last * n_targets, n_pos, batch_size, max_batch_tokens):
+        plan.append((batch.end - batch.start, batch.capacity, batch.replay_length, n_layers))
     if budgeted:
-        for start in range(0, n_selected, cap):
-            plan.append((min(cap, n_selected - start), cap, full, n_layers - 1))
+        for batch in plan_batches(last * n_selected, n_pos, batch_size, max_batch_tokens):
+            plan.append((batch.end - batch.start, batch.capacity, batch.replay_length, n_layers - 1))
         return plan
+    full = replay_bucket(n_pos, n_pos)
+    cap = batch_capacity(full, batch_size, max_batch_tokens)  # (reassigned per position below)
     # every feature is a row: ordered by position, each position's rows in its own bucket
     pending = 0.0
     for pos in range(1, n_pos):
         pending += per_pos
-        length = _bucket(pos + 1, n_pos)
-        cap = _capacity(length, batch_size, max_batch_tokens)
+        length = replay_bucket(pos + 1, n_pos)
+        cap = batch_capacity(length, batch_size, max_batch_tokens)
         while pending >= cap:
             plan.append((cap, cap, length, n_layers - 1))
             pending -= cap
@@ -177,7 +175,7 @@ def _plan(
 
 def estimate_attribution(
     loaded: LoadedModel,
-    transcoders: Any,
+    transcoders: TranscoderSet,
     *,
     n_tokens: int | None = None,
     prompt: str | Sequence[int] | torch.Tensor | None = None,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 
+from tracewire.attribution.batching import replay_bucket
 from tracewire.replacement.frozen_attention import KEEP_PATTERN_BYTES
 from tracewire.replacement.model import ReplacementModel
 from tracewire.replacement.state import FrozenRun, FrozenState
@@ -85,16 +86,9 @@ class ReplayCache:
         self.sizes: dict[tuple[int, int], int] = {}
         self.forwards = 0
 
-    def bucket(self, length: int) -> int:
-        n_pos = self.state.n_pos
-        size = 1
-        while size < length:
-            size *= 2
-        return min(size, n_pos)
-
     def get(self, length: int, batch: int) -> RetainedReplay:
         """A replay covering ``length`` positions with at least ``batch`` copies."""
-        key = (self.bucket(length), batch)
+        key = (replay_bucket(length, self.state.n_pos), batch)
         kept = self.runs.get(key)
         if kept is not None:
             self.runs.move_to_end(key)

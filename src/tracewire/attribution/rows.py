@@ -27,6 +27,16 @@ from tracewire.attribution.replays import ReplayCache, RetainedReplay
 from tracewire.attribution.selection import WeightBlock
 from tracewire.replacement.model import ReplacementModel
 from tracewire.replacement.state import FrozenState
+from tracewire.transcoders.base import TranscoderSet
+
+#: ``max_row_feature_edges="auto"``: rows keep every feature edge while all rows' feature edges
+#: fit in this many bytes (float32, stored dense: 2,058 rows × 55k features at 16 tokens,
+#: 522 × 230k at 64 tokens)...
+AUTO_ROW_STORAGE_BYTES = 512 * 2**20
+#: ...beyond, each row keeps its largest feature edges (errors and tokens are always kept): as
+#: many as fit in this many bytes over all rows (12 bytes per COO edge), at least ``AUTO_CAP``.
+AUTO_CAPPED_STORAGE_BYTES = 256 * 2**20
+AUTO_CAP = 16384
 
 #: A batch whose rows share their columns is stored dense when at least this fraction of its
 #: entries is non-zero (COO costs 12 bytes per non-zero, dense 4 per entry).
@@ -101,6 +111,13 @@ class RowBatch:
         return self.row_nodes[self.row_index.long()[keep]], new_cols[keep], self.values[keep]
 
 
+def auto_row_cap(n_rows: int, n_features: int) -> int | None:
+    """The per-row feature-edge cap ``"auto"`` picks for ``n_rows`` rows over ``n_features``."""
+    if n_rows * n_features * 4 <= AUTO_ROW_STORAGE_BYTES:
+        return None
+    return max(AUTO_CAP, AUTO_CAPPED_STORAGE_BYTES // (12 * max(1, n_rows)))
+
+
 class NodeSpace:
     """The index space used while attributing: ``[all active features | errors | tokens | targets]``."""
 
@@ -113,7 +130,8 @@ class NodeSpace:
 
 
 def compute_rows(
-    rm: ReplacementModel,
+    replacement: ReplacementModel,
+    transcoders: TranscoderSet,
     state: FrozenState,
     comps: Components,
     space: NodeSpace,
@@ -128,9 +146,7 @@ def compute_rows(
     With ``replays``, a retained replay of the batch's length bucket with ``capacity`` copies is
     reused (its forward paid once); otherwise a fresh prefix replay stops at the top layer.
     """
-    ts = rm.transcoders
-    assert ts is not None
-    n_layers = rm.n_layers
+    n_layers = replacement.n_layers
     batch = int(request.node.numel())
     layers = request.layer.tolist()
     positions = request.pos.tolist()
@@ -139,33 +155,37 @@ def compute_rows(
 
     with torch.enable_grad():
         if replays is not None:
-            rep = replays.get(length, max(batch, capacity or batch))
+            replay = replays.get(length, max(batch, capacity or batch))
         else:
-            rep = RetainedReplay.from_run(rm.replay(state, length=length, batch=batch, stop_after_layer=top))
+            replay = RetainedReplay.from_run(
+                replacement.replay(state, length=length, batch=batch, stop_after_layer=top)
+            )
         # each target reads its site at its own copy and position: seed the backward there
-        device = rep.embeddings.device
-        vector = request.vector.to(device=device, dtype=rep.embeddings.dtype)
+        device = replay.embeddings.device
+        vector = request.vector.to(device=device, dtype=replay.embeddings.dtype)
         pos_all = request.pos.to(device)
         reads, seeds = [], []
         for layer in sorted(set(layers)):
             rows_t = torch.tensor([b for b in range(batch) if layers[b] == layer], device=device)
-            site = rep.final if layer >= n_layers else rep.inputs.get(layer)
+            site = replay.final if layer >= n_layers else replay.inputs.get(layer)
             if site is None:
                 raise RuntimeError(f"the replay has no read-out site for layer {layer}")
-            seed = rep.zeros()
+            seed = replay.zeros()
             seed[rows_t, pos_all[rows_t]] = vector[rows_t]
             reads.append(site)
             seeds.append(seed)
         grad_layers = list(range(min(top, n_layers)))
-        copies, replay_len = rep.copies, rep.length
-        inputs = [get_gradient_edge(rep.embeddings), *(rep.outputs[layer] for layer in grad_layers)]
+        copies, replay_len = replay.copies, replay.length
+        inputs = [get_gradient_edge(replay.embeddings), *(replay.outputs[layer] for layer in grad_layers)]
         grads = torch.autograd.grad(
             reads, inputs, grad_outputs=seeds, allow_unused=True, retain_graph=replays is not None
         )
         del seeds
-    grad_emb = _or_zeros(grads[0], rep)[:batch, :length].float()
-    grad_out = {layer: _or_zeros(g, rep)[:batch, :length].float() for layer, g in zip(grad_layers, grads[1:])}
-    del rep, grads
+    grad_emb = _or_zeros(grads[0], replay)[:batch, :length].float()
+    grad_out = {
+        layer: _or_zeros(g, replay)[:batch, :length].float() for layer, g in zip(grad_layers, grads[1:])
+    }
+    del replay, grads
 
     row_nodes = request.node.cpu()
     device = grad_emb.device
@@ -183,7 +203,7 @@ def compute_rows(
     else:
         err_vals = torch.zeros(batch, 0, length, device=device)
     # features
-    feat_cols, feat_vals = _feature_edges(ts, comps, grad_out, grad_layers, length, batch)
+    feat_cols, feat_vals = _feature_edges(transcoders, comps, grad_out, grad_layers, length, batch)
 
     abs_sums = token_vals.abs().sum(-1) + err_vals.abs().sum((-1, -2))
     dropped = torch.zeros(batch, device=device)
@@ -234,7 +254,7 @@ def compute_rows(
 
 
 def _feature_edges(
-    ts: object,
+    transcoders: TranscoderSet,
     comps: Components,
     grad_out: dict[int, torch.Tensor],
     grad_layers: list[int],
@@ -245,18 +265,18 @@ def _feature_edges(
 
     Features at one (layer, position) share the gradient there, so the contraction is one small
     GEMM per position — batched as ``bmm`` over positions with the decoder rows padded to the
-    busiest position (``comps.decoder_block``). No ``[B, n_features, d]`` gather is ever built.
+    busiest position (``Components.decoder_blocks``). No ``[B, n_features, d]`` gather is ever built.
     """
     cols, vals = [], []
     top = len(grad_layers)
     for source in range(top):
-        out_layers = [layer for layer in ts.output_layers(source) if layer < top]  # type: ignore[attr-defined]
+        out_layers = [layer for layer in transcoders.output_layers(source) if layer < top]
         if not out_layers:
             continue
         n_out = len(out_layers)
         grads = torch.stack([grad_out[layer] for layer in out_layers], dim=2)  # [B, length, n_out, d]
         d_model = grads.shape[-1]
-        for block in comps.decoder_blocks(ts, source, length):
+        for block in comps.decoder_blocks(transcoders, source, length):
             p_end = min(block.p0 + block.rows.shape[0], length)
             n_in = int(torch.searchsorted(block.pos, p_end - block.p0))
             if n_in == 0 or block.rows.shape[1] == 0:
@@ -274,5 +294,5 @@ def _feature_edges(
     return torch.cat(cols), torch.cat(vals, dim=1)
 
 
-def _or_zeros(grad: torch.Tensor | None, rep: RetainedReplay) -> torch.Tensor:
-    return rep.zeros() if grad is None else grad
+def _or_zeros(grad: torch.Tensor | None, replay: RetainedReplay) -> torch.Tensor:
+    return replay.zeros() if grad is None else grad

@@ -4,7 +4,8 @@ With ``max_feature_nodes`` set, only the features most influential on the target
 row. Influence is estimated from the rows computed so far, exactly as circuit-tracer does but on
 a sparse matrix: row-normalise ``|A|`` (each row by the sum over *all* its sources), start from
 the target weights, and push the vector back through the rows until it vanishes (the graph is a
-DAG); the influence of a feature is the total mass that reaches it. Unvisited features are then
+DAG; the propagation is :func:`tracewire.graph.influence.propagate_influence`, the one used on
+finished graphs); the influence of a feature is the total mass that reaches it. Unvisited features are then
 ranked by that estimate, and the estimate is refreshed every ``update_interval`` batches.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-MAX_ITERATIONS = 1024
+from tracewire.graph.influence import propagate_influence
 
 
 @dataclass
@@ -67,16 +68,9 @@ def estimate_influence(
     inner_rows = torch.cat([r for r, _, _ in inner])
     inner_cols = torch.cat([c for _, c, _ in inner])
     inner_weight = torch.cat([w for _, _, w in inner])
-    current = torch.zeros(row_nodes.numel())
-    current[position[target_nodes]] = target_weights.float()
-    total = current.clone()
-    for _ in range(MAX_ITERATIONS):
-        step = torch.zeros_like(current)
-        step.index_add_(0, inner_cols, current[inner_rows] * inner_weight)
-        if not bool(step.any()):
-            break
-        total += step
-        current = step
+    start = torch.zeros(row_nodes.numel())
+    start[position[target_nodes]] = target_weights.float()
+    total = propagate_influence(start, inner_rows, inner_cols, inner_weight, include_start=True)
     influence = torch.zeros(n_nodes)
     for block in blocks():
         if block.dense:  # Σ_r total[r] · W[r, :] as one vector-matrix product

@@ -11,12 +11,16 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from tracewire.cli.common import DEFAULT_MODEL, MODEL_HELP, TRANSCODERS_HELP
 from tracewire.errors import InvalidArgumentError, TracewireError
+
+if TYPE_CHECKING:  # torch-heavy: imported when a command runs, not for --help
+    from tracewire.models.loading import LoadedModel
+    from tracewire.transcoders.base import TranscoderSet
 
 F = TypeVar("F", bound=Callable[..., Any])
 _DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16"}
@@ -36,7 +40,7 @@ def _clean_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _load(model: str, transcoders: str, dtype: str, device: str) -> tuple[Any, Any]:
+def _load(model: str, transcoders: str, dtype: str, device: str) -> tuple[LoadedModel, TranscoderSet]:
     import torch
 
     from tracewire.models.loading import load_model

@@ -14,26 +14,11 @@ import html
 import re
 from collections.abc import Iterator
 
-_FUNCTION_WORDS_TEXT = (
-    "the of and to a in is that it was for on as with by he his at be this are from or an which but "
-    "not they had have were her she you i we"
-)
-_FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
-
 
 def paragraphs(text: str, min_words: int = 1) -> str:
     """Collapse whitespace in paragraphs; keep those of ``min_words``+ words, blank-line separated."""
     parts = (re.sub(r"\s+", " ", p).strip() for p in re.split(r"\n\s*\n", text))
     return "\n\n".join(p for p in parts if len(p.split()) >= min_words)
-
-
-def looks_english(text: str, min_words: int = 8, min_function_share: float = 0.15) -> bool:
-    """True for running English prose: enough words, and enough of them function words."""
-    words = text.split()
-    if len(words) < min_words:
-        return False
-    hits = sum(w.lower().strip(".,;:!?\"'()") in _FUNCTION_WORDS for w in words)
-    return hits / len(words) >= min_function_share
 
 
 def split_long(text: str, max_words: int = 1500) -> Iterator[str]:

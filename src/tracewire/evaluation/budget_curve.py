@@ -20,7 +20,7 @@ import torch
 
 from tracewire.graph.graph import Graph
 from tracewire.graph.influence import node_influence
-from tracewire.graph.scores import ScoreContext
+from tracewire.graph.scores import ScoreContext, finite_or_none
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,8 @@ class BudgetCurve:
             "n_features": self.n_features,
             "budgets": self.budgets,
             "fractions": self.fractions,
-            "replacement": [_finite(v) for v in self.replacement],
-            "completeness": [_finite(v) for v in self.completeness],
+            "replacement": [finite_or_none(v) for v in self.replacement],
+            "completeness": [finite_or_none(v) for v in self.completeness],
             "replacement_area": replacement_area,
             "completeness_area": completeness_area,
             "replacement_area_to_one": None if replacement_area is None else 1.0 - replacement_area,
@@ -81,7 +81,3 @@ def budget_curve(graph: Graph, budgets: Sequence[int] | None = None) -> BudgetCu
     return BudgetCurve(
         budgets=chosen, replacement=replacement, completeness=completeness, n_features=n_features
     )
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None

@@ -33,8 +33,10 @@ from tracewire.evaluation.perturbation import (
 )
 from tracewire.graph.graph import Graph
 from tracewire.graph.influence import node_influence
-from tracewire.graph.scores import graph_scores
+from tracewire.graph.scores import finite_or_none, graph_scores
 from tracewire.interventions.api import Intervener
+from tracewire.models.loading import LoadedModel
+from tracewire.transcoders.base import TranscoderSet
 
 
 @dataclass
@@ -91,8 +93,8 @@ def choose_features(
 
 def evaluate_graph(
     graph: Graph,
-    model: Any,
-    transcoders: Any | None = None,
+    model: Intervener | LoadedModel,
+    transcoders: TranscoderSet | None = None,
     *,
     k: int = 20,
     n_random: int = 20,
@@ -141,12 +143,8 @@ def evaluate_graph(
         summary=summarize(records, settings),
         curve=budget_curve(graph, budgets),
         graph_scores={
-            "replacement": _finite(scores.replacement),
-            "completeness": _finite(scores.completeness),
+            "replacement": finite_or_none(scores.replacement),
+            "completeness": finite_or_none(scores.completeness),
         },
         metadata={"seed": seed, "k": k, "n_random": n_random, "seconds": time.perf_counter() - start},
     )
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if value == value and abs(value) != float("inf") else None

@@ -29,11 +29,12 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype == torch.float64 else torch.float32
 
 
-def normalized_abs_weights(targets: torch.Tensor, weights: torch.Tensor, n_nodes: int) -> torch.Tensor:
-    """Per-edge ``Â``: ``|a_e| / max(Σ_{edges into target(e)} |a|, 1e-10)``."""
+def normalized_abs_weights(edge_rows: torch.Tensor, weights: torch.Tensor, n_nodes: int) -> torch.Tensor:
+    """Per-edge ``Â``: ``|a_e| / max(Σ_{edges into row(e)} |a|, 1e-10)``; ``edge_rows[e]`` is the
+    node edge ``e`` points into (``Graph.edge_targets``)."""
     magnitudes = weights.abs().to(compute_dtype(weights.dtype))
-    row_sums = torch.zeros(n_nodes, dtype=magnitudes.dtype).index_add_(0, targets, magnitudes)
-    return magnitudes / row_sums.clamp_min(ROW_SUM_FLOOR)[targets]
+    row_sums = torch.zeros(n_nodes, dtype=magnitudes.dtype).index_add_(0, edge_rows, magnitudes)
+    return magnitudes / row_sums.clamp_min(ROW_SUM_FLOOR)[edge_rows]
 
 
 def logit_weights(graph: Graph, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -45,19 +46,23 @@ def logit_weights(graph: Graph, dtype: torch.dtype = torch.float32) -> torch.Ten
 
 def propagate_influence(
     start: torch.Tensor,
-    targets: torch.Tensor,
-    sources: torch.Tensor,
+    edge_rows: torch.Tensor,
+    edge_sources: torch.Tensor,
     normalized: torch.Tensor,
     *,
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
+    include_start: bool = False,
 ) -> torch.Tensor:
     """``startᵀ(Â + Â² + …)`` for ``Â`` given per edge; GraphFormatError if it never reaches zero.
+
+    ``edge_rows`` / ``edge_sources``: each edge's row node (the node it points into) and source.
+    ``include_start``: add ``start`` itself (the ``Â⁰`` term), as best-first selection does.
 
     A vector that is still non-zero after ``min(max_iterations, N + 1)`` products means a cycle
     (or a graph deeper than ``max_iterations``): the series would not terminate, and the graph is not the DAG
     an attribution graph must be.
     """
-    total = torch.zeros_like(start)
+    total = start.clone() if include_start else torch.zeros_like(start)
     current = start
     # Termination is decided on the support, not the values: in a cycle whose weights decay,
     # values would underflow to zero and hide it. A DAG's longest path has at most N - 1 edges,
@@ -66,13 +71,13 @@ def propagate_influence(
     edge_live = normalized != 0
     limit = min(max_iterations, start.numel() + 1)
     for _ in range(limit):
-        edge_active = active[targets] & edge_live
+        edge_active = active[edge_rows] & edge_live
         if not bool(edge_active.any()):
             return total
-        current = torch.zeros_like(start).index_add_(0, sources, current[targets] * normalized)
+        current = torch.zeros_like(start).index_add_(0, edge_sources, current[edge_rows] * normalized)
         total += current
         active = torch.zeros_like(active)
-        active[sources[edge_active]] = True
+        active[edge_sources[edge_active]] = True
     still_active = torch.nonzero(active).flatten()[:10].tolist()
     raise GraphFormatError(
         f"influence did not vanish after {limit} steps: the graph has a cycle (or is deeper than "

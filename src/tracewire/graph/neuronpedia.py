@@ -46,6 +46,7 @@ from tracewire.graph.neuronpedia_ids import (
     neuronpedia_schema,
     node_ids,
     scan_name,
+    target_vocab_ids,
 )
 from tracewire.graph.neuronpedia_import import from_neuronpedia_json
 from tracewire.graph.pruning import PruneResult, prune_graph
@@ -70,7 +71,13 @@ DEFAULT_Q_PARAMS: dict[str, Any] = {
     "clickedId": "",
     "sg_pos": "",
 }
-_GENERATION_SETTINGS = ("max_n_logits", "desired_logit_prob", "batch_size", "max_feature_nodes")
+#: ``generation_settings`` keys of the schema and the types it allows.
+_GENERATION_SETTINGS: dict[str, type | tuple[type, ...]] = {
+    "max_n_logits": int,
+    "desired_logit_prob": (int, float),
+    "batch_size": int,
+    "max_feature_nodes": int,
+}
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -118,7 +125,8 @@ def to_neuronpedia_json(
     shown = torch.nonzero(prune.node_mask & touched).flatten().tolist()
 
     influence = prune.cumulative_scores.tolist()
-    nodes = [_node_json(graph, index, ids[index], influence[index], labels) for index in shown]
+    vocab_ids = target_vocab_ids(graph)
+    nodes = [_node_json(graph, index, ids[index], influence[index], labels, vocab_ids) for index in shown]
     links = [
         {"source": ids[source], "target": ids[target], "weight": weight}
         for source, target, weight in zip(
@@ -202,6 +210,7 @@ def _node_json(
     node_id: str,
     influence: float,
     labels: Mapping[tuple[int, int], str],
+    vocab_ids: Sequence[int],
 ) -> dict[str, Any]:
     influence_value = None if math.isnan(influence) else influence
     if index < graph.error_offset:
@@ -226,10 +235,9 @@ def _node_json(
         return _node(node_id, pos, "E", pos, EMBEDDING_TYPE, influence=influence_value)
     k = index - graph.target_offset
     probability = float(graph.target_probabilities[k])
-    vocab_id = int(node_id.split("_")[1])
     return _node(
         node_id,
-        vocab_id,
+        vocab_ids[k],
         str(graph.n_layers + 1),
         graph.n_pos - 1,
         LOGIT_TYPE,
@@ -318,11 +326,9 @@ def _metadata(
     if isinstance(graph.metadata.get("create_time_ms"), int | float):  # never the clock: determinism
         info["create_time_ms"] = graph.metadata["create_time_ms"]
     metadata["info"] = info
-    settings = graph.metadata.get("settings")
-    if isinstance(settings, Mapping):
-        generation = {key: settings[key] for key in _GENERATION_SETTINGS if key in settings}
-        if generation:
-            metadata["generation_settings"] = generation
+    generation = _generation_settings(graph.metadata)
+    if generation:
+        metadata["generation_settings"] = generation
     if isinstance(graph.metadata.get("feature_details"), Mapping):
         metadata["feature_details"] = dict(graph.metadata["feature_details"])
     for key in ("vocab_size", "d_model"):  # let an import number custom targets and size vectors
@@ -330,6 +336,26 @@ def _metadata(
         if isinstance(value, int) and not isinstance(value, bool):
             metadata[key] = value
     return metadata
+
+
+def _generation_settings(graph_metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """``generation_settings`` from what ``attribute()`` recorded in ``metadata["settings"]``.
+
+    Without a budget (``max_feature_nodes`` None) every active feature was a node: the schema
+    wants an integer, so it is written as ``n_active_features`` (or left out if unknown). Values of
+    the wrong type are left out rather than failing the schema.
+    """
+    settings = graph_metadata.get("settings")
+    if not isinstance(settings, Mapping):
+        return {}
+    generation = {key: settings[key] for key in _GENERATION_SETTINGS if key in settings}
+    if generation.get("max_feature_nodes", 0) is None:
+        generation["max_feature_nodes"] = graph_metadata.get("n_active_features")
+    return {
+        key: value
+        for key, value in generation.items()
+        if isinstance(value, _GENERATION_SETTINGS[key]) and not isinstance(value, bool)
+    }
 
 
 def _q_params(q_params: Mapping[str, Any] | None, imported: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -16,6 +16,27 @@ issue #78.) Cantor pairing ``π(a, b) = (a + b)(a + b + 1)/2 + b`` with ``a = la
 A custom target (``target_token_ids == -1``) gets the virtual vocab id ``vocab_size + k`` (k = its
 target index), with ``vocab_size`` from ``graph.metadata["vocab_size"]``. Logit nodes sit at the
 last position.
+
+This module is the one codec: ids are written by the ``*_node_id`` functions and read back by
+:func:`feature_key` and :func:`embedding_token_id` (the importer and the server use these). The
+explorer's ``featureKey`` in ``server/static/js/graph_data.js`` is the same rule as
+:func:`feature_key` in JavaScript; change both together. A logit id has the shape of a feature
+id, so a reader tells the two apart by ``feature_type`` first.
+
+Node kinds, one row each: Python :class:`~tracewire.graph.graph.NodeKind` → JSON ``feature_type``
+→ the explorer's ``KIND`` (``graph_data.js``):
+
+==================  ===============================  ==================
+``NodeKind``        ``feature_type``                 JS ``KIND``
+==================  ===============================  ==================
+``FEATURE`` (0)     ``"cross layer transcoder"``     ``FEATURE`` (0)
+``ERROR`` (1)       ``"mlp reconstruction error"``   ``ERROR`` (1)
+``TOKEN`` (2)       ``"embedding"``                  ``EMBEDDING`` (2)
+``TARGET`` (3)      ``"logit"``                      ``LOGIT`` (3)
+==================  ===============================  ==================
+
+(``TOKEN``/``TARGET`` are tracewire's names for what the frontend calls embedding/logit nodes;
+the numeric values agree.)
 """
 
 from __future__ import annotations
@@ -72,6 +93,31 @@ def embedding_node_id(token_id: int, pos: int) -> str:
 
 def logit_node_id(n_layers: int, vocab_id: int, pos: int) -> str:
     return f"{n_layers + 1}_{vocab_id}_{pos}"
+
+
+def feature_key(node_id: object) -> tuple[int, int] | None:
+    """``(layer, feature)`` of a feature id ``"{layer}_{feature}_{pos}"``, or None if ``node_id``
+    does not have that shape (non-negative integers). Check ``feature_type`` first: a logit id
+    ``"{n_layers+1}_{vocab_id}_{pos}"`` has the same shape."""
+    parts = str(node_id).split("_")
+    if len(parts) != 3:
+        return None
+    try:
+        layer, feature = int(parts[0]), int(parts[1])
+    except ValueError:
+        return None
+    return (layer, feature) if layer >= 0 and feature >= 0 else None
+
+
+def embedding_token_id(node_id: object) -> int | None:
+    """The token id of an embedding id ``"E_{token_id}_{pos}"``, or None for any other id."""
+    parts = str(node_id).split("_")
+    if len(parts) != 3 or parts[0] != "E":
+        return None
+    try:
+        return int(parts[1])
+    except ValueError:
+        return None
 
 
 def scan_name(scan: str | Sequence[str]) -> str:

@@ -28,6 +28,8 @@ from tracewire.graph.neuronpedia_ids import (
     LOGIT_CLERP,
     LOGIT_TYPE,
     cantor_unpair,
+    embedding_token_id,
+    feature_key,
 )
 
 
@@ -236,18 +238,15 @@ class _GraphBuilder:
             ) from None
 
     def _token_id(self, node: Mapping[str, Any]) -> int:
-        parts = str(node.get("node_id", "")).split("_")
-        try:
-            return int(parts[1]) if len(parts) == 3 and parts[0] == "E" else -1
-        except ValueError:
-            return -1
+        token_id = embedding_token_id(node.get("node_id", ""))
+        return -1 if token_id is None else token_id
 
     def _feature_key(self, node: Mapping[str, Any], number: int) -> tuple[int, int]:
         """(layer, feature id) from the node id ``layer_feature_pos``, else by un-pairing ``feature``."""
         layer = self._int(node.get("layer"), number, "layer")
-        parts = str(node.get("node_id", "")).split("_")
-        if len(parts) == 3 and parts[0] == str(layer) and parts[1].isdigit():
-            return layer, int(parts[1])
+        key = feature_key(node.get("node_id", ""))
+        if key is not None and key[0] == layer:
+            return key
         feature = node.get("feature")
         if isinstance(feature, int) and feature >= 0:
             paired_layer, feature_id = cantor_unpair(feature)

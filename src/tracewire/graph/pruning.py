@@ -72,7 +72,7 @@ def prune_graph(graph: Graph, node_threshold: float = 0.8, edge_threshold: float
         if not 0.0 <= value <= 1.0:
             raise InvalidArgumentError(f"{name}={value}; expected a fraction in [0, 1]")
     n_nodes = graph.n_nodes
-    targets, sources = graph.edge_targets, graph.edge_sources
+    edge_rows, sources = graph.edge_targets, graph.edge_sources
     dtype = compute_dtype(graph.edge_weights.dtype)
     weights_w = logit_weights(graph, dtype)
 
@@ -80,11 +80,11 @@ def prune_graph(graph: Graph, node_threshold: float = 0.8, edge_threshold: float
     node_mask = influence >= find_threshold(influence, node_threshold)
     node_mask[graph.token_offset :] = True
 
-    alive = node_mask[targets] & node_mask[sources]
+    alive = node_mask[edge_rows] & node_mask[sources]
     pruned_weights = torch.where(alive, graph.edge_weights, torch.zeros((), dtype=graph.edge_weights.dtype))
-    normalized = normalized_abs_weights(targets, pruned_weights, n_nodes)
-    pruned_influence = propagate_influence(weights_w, targets, sources, normalized) + weights_w
-    edge_scores = normalized * pruned_influence[targets]
+    normalized = normalized_abs_weights(edge_rows, pruned_weights, n_nodes)
+    pruned_influence = propagate_influence(weights_w, edge_rows, sources, normalized) + weights_w
+    edge_scores = normalized * pruned_influence[edge_rows]
     edge_mask = alive & (edge_scores >= find_threshold(edge_scores, edge_threshold))
 
     node_mask, edge_mask = _remove_dangling(graph, node_mask, edge_mask)
@@ -96,14 +96,14 @@ def _remove_dangling(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixpoint: features/errors need a kept outgoing edge, features a kept incoming edge."""
     n_nodes, n_features, token_offset = graph.n_nodes, graph.n_features, graph.token_offset
-    targets, sources = graph.edge_targets, graph.edge_sources
+    edge_rows, sources = graph.edge_targets, graph.edge_sources
     node_mask = node_mask.clone()
     while True:
-        edge_mask = edge_mask & node_mask[targets] & node_mask[sources]
+        edge_mask = edge_mask & node_mask[edge_rows] & node_mask[sources]
         has_outgoing = torch.zeros(n_nodes, dtype=torch.bool)
         has_outgoing[sources[edge_mask]] = True
         has_incoming = torch.zeros(n_nodes, dtype=torch.bool)
-        has_incoming[targets[edge_mask]] = True
+        has_incoming[edge_rows[edge_mask]] = True
         updated = node_mask.clone()
         updated[:token_offset] &= has_outgoing[:token_offset]
         updated[:n_features] &= has_incoming[:n_features]

@@ -17,6 +17,7 @@ folded into errors", so one subset costs a few ``O(E)`` vector operations and no
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -57,7 +58,7 @@ class ScoreContext:
         self.n_features = graph.n_features
         self.error_offset = graph.error_offset
         self.token_offset = graph.token_offset
-        self.targets = graph.edge_targets
+        self.edge_rows = graph.edge_targets
         self.sources = graph.edge_sources
         self.weights = graph.edge_weights.to(compute_dtype(graph.edge_weights.dtype))
         self.logit_weights = logit_weights(graph, self.weights.dtype)
@@ -66,15 +67,15 @@ class ScoreContext:
         if self.n_features:
             feature_error = graph.feature_error_indices()
             folded_sources[self.source_is_feature] = feature_error[self.sources[self.source_is_feature]]
-        keys = self.targets * self.n_nodes + folded_sources
+        keys = self.edge_rows * self.n_nodes + folded_sources
         unique_keys, self.edge_group = torch.unique(keys, return_inverse=True)
-        self.group_targets = unique_keys // self.n_nodes
+        self.group_rows = unique_keys // self.n_nodes
         self.group_sources = unique_keys % self.n_nodes
         self.n_groups = int(unique_keys.shape[0])
 
     def graph_scores(self) -> Scores:
         """Scores of the whole graph, no folding."""
-        return self._scores(self.targets, self.sources, self.weights)
+        return self._scores(self.edge_rows, self.sources, self.weights)
 
     def subgraph_scores(self, node_subset: torch.Tensor | Sequence[int]) -> Scores:
         """Scores with every feature outside ``node_subset`` folded into its error node.
@@ -85,19 +86,19 @@ class ScoreContext:
         keep_feature = self._feature_mask(node_subset)
         keep_node = torch.ones(self.n_nodes, dtype=torch.bool)
         keep_node[: self.n_features] = keep_feature
-        target_present = keep_node[self.targets]
-        own_edges = self.source_is_feature & keep_node[self.sources] & target_present
-        folded_edges = ~(self.source_is_feature & keep_node[self.sources]) & target_present
+        row_present = keep_node[self.edge_rows]
+        own_edges = self.source_is_feature & keep_node[self.sources] & row_present
+        folded_edges = ~(self.source_is_feature & keep_node[self.sources]) & row_present
         groups = self.edge_group[folded_edges]
         group_weights = torch.zeros(self.n_groups, dtype=self.weights.dtype).index_add_(
             0, groups, self.weights[folded_edges]
         )
         group_present = torch.zeros(self.n_groups, dtype=torch.bool)
         group_present[groups] = True
-        targets = torch.cat([self.targets[own_edges], self.group_targets[group_present]])
+        edge_rows = torch.cat([self.edge_rows[own_edges], self.group_rows[group_present]])
         sources = torch.cat([self.sources[own_edges], self.group_sources[group_present]])
         weights = torch.cat([self.weights[own_edges], group_weights[group_present]])
-        return self._scores(targets, sources, weights)
+        return self._scores(edge_rows, sources, weights)
 
     def _feature_mask(self, node_subset: torch.Tensor | Sequence[int]) -> torch.Tensor:
         subset = torch.as_tensor(node_subset)
@@ -119,21 +120,27 @@ class ScoreContext:
         mask[indices[indices < self.n_features]] = True
         return mask
 
-    def _scores(self, targets: torch.Tensor, sources: torch.Tensor, weights: torch.Tensor) -> Scores:
-        normalized = normalized_abs_weights(targets, weights, self.n_nodes)
+    def _scores(self, edge_rows: torch.Tensor, sources: torch.Tensor, weights: torch.Tensor) -> Scores:
+        normalized = normalized_abs_weights(edge_rows, weights, self.n_nodes)
         influence = propagate_influence(
-            self.logit_weights, targets, sources, normalized, max_iterations=self.max_iterations
+            self.logit_weights, edge_rows, sources, normalized, max_iterations=self.max_iterations
         )
         token_influence = influence[self.token_offset : self.token_offset + self.graph.n_tokens].sum()
         error_influence = influence[self.error_offset : self.token_offset].sum()
         from_errors = (sources >= self.error_offset) & (sources < self.token_offset)
         error_share = torch.zeros(self.n_nodes, dtype=normalized.dtype).index_add_(
-            0, targets[from_errors], normalized[from_errors]
+            0, edge_rows[from_errors], normalized[from_errors]
         )
         output_influence = influence + self.logit_weights
         completeness = ((1.0 - error_share) * output_influence).sum() / output_influence.sum()
         replacement = token_influence / (token_influence + error_influence)
         return Scores(replacement=float(replacement), completeness=float(completeness))
+
+
+def finite_or_none(value: float) -> float | None:
+    """``value`` as a float, or None when it is NaN or infinite (a score of a graph without
+    edges is 0/0): JSON has no NaN, and None says "undefined" where 0 would be a wrong score."""
+    return float(value) if math.isfinite(value) else None
 
 
 def graph_scores(graph: Graph | ScoreContext) -> Scores:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from tracewire.graph.neuronpedia import dumps, from_neuronpedia_json, to_neuronp
 from tracewire.graph.neuronpedia_ids import IMPORT_KEY, node_ids
 from tracewire.graph.pruning import prune_graph
 from tracewire.graph.scores import ScoreContext
+from tracewire.graph.scores import finite_or_none as _finite
 from tracewire.server.graph_files import GraphDirectory, GraphFile
 from tracewire.server.graph_view import GraphView, finite_or_null
 from tracewire.server.kept_nodes import keep_nodes, kept_positions
@@ -285,7 +285,3 @@ def read_document(file: GraphFile) -> dict[str, Any]:
         if not isinstance(document.get(key), kind):
             raise GraphFormatError(f"{file.path.name}: field {key!r} is missing or not a {kind.__name__}")
     return document
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None

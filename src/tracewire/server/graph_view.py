@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracewire.errors import GraphFormatError
+from tracewire.graph.neuronpedia_ids import EMBEDDING_TYPE, ERROR_TYPE, LOGIT_TYPE
+from tracewire.graph.neuronpedia_ids import feature_key as node_feature_key
 
 NODE_TYPES_ALWAYS_SHOWN = ("embedding", "logit")
 _CHUNK = 2000
@@ -164,16 +166,9 @@ class GraphView:
 
 def feature_key(node: Mapping[str, Any]) -> tuple[int, int] | None:
     """(layer, feature index) of a feature node, read from its id ``"{layer}_{feature}_{pos}"``."""
-    if node.get("feature_type") in ("embedding", "logit", "mlp reconstruction error"):
+    if node.get("feature_type") in (EMBEDDING_TYPE, LOGIT_TYPE, ERROR_TYPE):
         return None
-    parts = str(node.get("node_id", "")).split("_")
-    if len(parts) != 3:
-        return None
-    try:
-        layer, feature = int(parts[0]), int(parts[1])
-    except ValueError:
-        return None
-    return (layer, feature) if layer >= 0 and feature >= 0 else None
+    return node_feature_key(node.get("node_id", ""))
 
 
 def format_float(value: float) -> str:

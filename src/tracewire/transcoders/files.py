@@ -69,12 +69,6 @@ def safetensors_dtype(name: str, *, where: str) -> torch.dtype:
         raise TranscoderFormatError(f"{where}: unsupported safetensors dtype {name}") from None
 
 
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a safetensors file, on CPU, in their stored dtypes."""
-    with open_safetensors(path) as f:
-        return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
-
-
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` file, never unpickling (object arrays are rejected, not executed)."""
     try:

@@ -14,7 +14,11 @@ function nodeKind(featureType) {
   return KIND.FEATURE;
 }
 
-/** (layer, feature index) of a feature node from its id "{layer}_{feature}_{pos}", or null. */
+/**
+ * (layer, feature index) of a feature node from its id "{layer}_{feature}_{pos}", or null.
+ * The same rule as feature_key() in src/tracewire/graph/neuronpedia_ids.py (the node-id codec,
+ * which also documents the kind mapping: Python NodeKind TOKEN/TARGET = KIND.EMBEDDING/LOGIT here).
+ */
 export function featureKey(node) {
   if (nodeKind(node.feature_type) !== KIND.FEATURE) return null;
   const parts = String(node.node_id).split("_");
