@@ -18,6 +18,11 @@ torch and transformers load on first use). The main path, prompt → graph → J
 - ``intervene`` / ``generate`` / ``Intervention`` / ``Intervener``: set, scale or add to
   features and watch the model.
 - ``evaluate_graph``: a graph's faithfulness (predicted vs actual ablation effects, budget curves).
+- ``head_loadings`` / ``qk_attribution``: which attention heads carry an edge, and why a head
+  attends where it does (pairs of query-side and key-side nodes).
+- ``compare_graphs`` / ``aggregate_graphs``: many prompts — two graphs' differences, the circuit
+  they share.
+- ``show``: the explorer inline in a Jupyter notebook.
 
 Internals (adapters, frozen state, row batches) live in their subpackages and are not part of
 this list.
@@ -52,6 +57,10 @@ _LAZY: dict[str, str] = {
     "Intervention": "tracewire.interventions.spec",
     "Intervener": "tracewire.interventions.api",
     "evaluate_graph": "tracewire.evaluation.harness",
+    "compare_graphs": "tracewire.graph.compare",
+    "aggregate_graphs": "tracewire.graph.aggregate",
+    "head_loadings": "tracewire.attention",
+    "qk_attribution": "tracewire.attention",
     "show": "tracewire.notebook",
 }
 

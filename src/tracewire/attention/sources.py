@@ -174,6 +174,6 @@ class TraceContext:
         zero = list(graph.metadata.get("zero_positions", []))
         with torch.no_grad():
             run = rm.record(graph.tokens)
-        comps = compute_components(rm, run, zero)
+        comps = compute_components(rm.transcoders, run, zero)
         sources = Sources(comps=comps, transcoders=rm.transcoders, node_ids=graph_node_ids(graph, comps))
         return TraceContext(graph=graph, rm=rm, state=run.state, sources=sources)

@@ -6,12 +6,15 @@
 - ``pruning``: :func:`prune_graph` (cumulative-influence node and edge thresholds), :func:`subgraph`;
 - ``scores``: replacement / completeness of a graph and of node subsets (:class:`ScoreContext`);
 - ``neuronpedia``: JSON for the Neuronpedia / attribution-graph frontend, both ways;
+- ``compare`` / ``aggregate``: two graphs' differences; many prompts' graphs merged, the common circuit;
 - ``circuit_tracer_pt``: circuit-tracer ``.pt`` graphs, read without executing pickled code.
 
 The file formats are described in ``docs/graph-format.md``.
 """
 
+from tracewire.graph.aggregate import Aggregate, aggregate_graphs
 from tracewire.graph.circuit_tracer_pt import load_circuit_tracer_pt
+from tracewire.graph.compare import GraphComparison, compare_graphs
 from tracewire.graph.graph import Graph, NodeKind
 from tracewire.graph.influence import node_influence
 from tracewire.graph.neuronpedia import (
@@ -25,7 +28,11 @@ from tracewire.graph.pruning import PruneResult, find_threshold, keep_all, prune
 from tracewire.graph.scores import ScoreContext, Scores, graph_scores, subgraph_scores
 
 __all__ = [
+    "Aggregate",
     "Graph",
+    "GraphComparison",
+    "aggregate_graphs",
+    "compare_graphs",
     "NodeKind",
     "PruneResult",
     "ScoreContext",
