@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from tracewire.interventions.attention import AttentionFn
-from tracewire.interventions.patching import Live, Original
 from tracewire.models.adapters import Adapter
+from tracewire.models.attention_routing import base_function
+from tracewire.models.hooks import Live, Original, Session
 from tracewire.replacement.linear_norms import linear_norm, norm_scale
+from tracewire.transcoders.base import TranscoderSet
 
 
 @dataclass
@@ -63,24 +64,27 @@ class CleanRun:
         return torch.stack([self.activations[layer] for layer in sorted(self.activations)])
 
 
-class Recorder:
-    """The session of the clean pass (see ``patching.Session``)."""
+class Recorder(Session):
+    """The session of the clean pass (see ``tracewire.models.hooks.Session``)."""
 
-    def __init__(self, run: CleanRun, transcoders: Any, adapter: Adapter) -> None:
+    routes_attention = True
+
+    def __init__(self, run: CleanRun, transcoders: TranscoderSet, adapter: Adapter) -> None:
         self.run = run
         self.transcoders = transcoders
         self.adapter = adapter
         self.calls = 0
 
-    def on_embed(self, input_ids: torch.Tensor) -> None:
+    def embed(self, input_ids: torch.Tensor, live: Live) -> torch.Tensor:
         self.calls += 1
         if self.calls > 1 or input_ids.shape[0] != 1:
             raise RuntimeError("a clean run is one forward of one prompt")
+        return live()
 
     def attention(
         self,
         module: nn.Module,
-        base: AttentionFn,
+        impl: str,
         query: torch.Tensor,
         key: torch.Tensor,
         value: torch.Tensor,
@@ -90,7 +94,7 @@ class Recorder:
         layer = int(getattr(module, "layer_idx", -1))
         self.run.queries[layer] = query.detach()
         self.run.keys[layer] = key.detach()
-        return base(module, query, key, value, attention_mask, **kwargs)
+        return base_function(module, impl)(module, query, key, value, attention_mask, **kwargs)
 
     def norm(self, path: str, module: nn.Module, original: Original, x: torch.Tensor) -> torch.Tensor:
         y = original(x)
