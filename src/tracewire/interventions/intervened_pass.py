@@ -35,7 +35,7 @@ from tracewire.errors import InvalidArgumentError
 from tracewire.interventions.clean_run import CleanRun
 from tracewire.interventions.spec import Intervention
 from tracewire.models.adapters import Adapter
-from tracewire.models.attention_routing import base_function
+from tracewire.models.attention_routing import AttentionCall
 from tracewire.models.hooks import Live, Original, Session
 from tracewire.replacement.linear_norms import linear_norm
 from tracewire.transcoders.base import TranscoderSet
@@ -126,34 +126,25 @@ class InterventionPass(Session):
         )
 
     # -- sites -------------------------------------------------------------------------------------
-    def attention(
-        self,
-        module: nn.Module,
-        impl: str,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        kwargs: dict[str, Any],
-    ) -> tuple[torch.Tensor, Any]:
-        base = base_function(module, impl)
-        if self.prompt_call and self.settings.freeze_attention:
-            layer = int(getattr(module, "layer_idx", -1))
-            q, k = self.clean.queries[layer], self.clean.keys[layer]
-            if q.shape[1:] != query.shape[1:] or k.shape[1:] != key.shape[1:]:
-                raise RuntimeError(
-                    f"layer {layer}: frozen attention needs queries/keys shaped like the clean run's "
-                    f"({tuple(q.shape)}, {tuple(k.shape)}), got ({tuple(query.shape)}, {tuple(key.shape)})"
-                )
-            if query.shape[0] != q.shape[0]:
-                q, k = q.expand(query.shape[0], -1, -1, -1), k.expand(key.shape[0], -1, -1, -1)
-            return base(module, q, k, value, attention_mask, **kwargs)
-        return base(module, query, key, value, attention_mask, **kwargs)
+    def attention(self, call: AttentionCall) -> tuple[torch.Tensor, Any]:
+        """The model's own attention function; on the prompt, fed the clean queries and keys."""
+        if not (self.prompt_call and self.settings.freeze_attention):
+            return call.own()
+        query, key = call.query, call.key
+        q, k = self.clean.frozen.queries[call.layer], self.clean.frozen.keys[call.layer]
+        if q.shape[1:] != query.shape[1:] or k.shape[1:] != key.shape[1:]:
+            raise RuntimeError(
+                f"layer {call.layer}: frozen attention needs queries/keys shaped like the clean run's "
+                f"({tuple(q.shape)}, {tuple(k.shape)}), got ({tuple(query.shape)}, {tuple(key.shape)})"
+            )
+        if query.shape[0] != q.shape[0]:
+            q, k = q.expand(query.shape[0], -1, -1, -1), k.expand(key.shape[0], -1, -1, -1)
+        return call.own(q, k)
 
     def norm(self, path: str, module: nn.Module, original: Original, x: torch.Tensor) -> torch.Tensor:
         if self.prompt_call and self.settings.freeze_norms:
             clean = self.clean.norms[path]
-            lin = linear_norm(self.adapter.norm_kind, module, x, clean.scale)
+            lin = linear_norm(self.adapter.norm_kind, module, x, self.clean.frozen.norm_scales[path])
             return clean.y + (lin - clean.lin)
         return original(x)
 

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -45,19 +46,40 @@ def current_implementation(model: nn.Module) -> str:
     return getattr(hf_model.config, "_attn_implementation", None) or "eager"
 
 
+@dataclass(frozen=True)
+class AttentionCall:
+    """One call of a model's attention function, as Hugging Face makes it.
+
+    ``query``: ``[B, H, Q, dh]``; ``key``/``value``: ``[B, Hkv, K, dh]``; ``impl``: the model's own
+    implementation (sdpa, eager, ...); ``kwargs``: the rest (``scaling``, ``dropout``, ``softcap``...).
+    """
+
+    module: nn.Module
+    impl: str
+    query: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    attention_mask: torch.Tensor | None
+    kwargs: dict[str, Any]
+
+    @property
+    def layer(self) -> int:
+        return int(getattr(self.module, "layer_idx", -1))
+
+    def own(
+        self, query: torch.Tensor | None = None, key: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Any]:
+        """The model's own attention on this call, optionally with other queries and keys."""
+        fn = base_function(self.module, self.impl)
+        q = self.query if query is None else query
+        k = self.key if key is None else key
+        return fn(self.module, q, k, self.value, self.attention_mask, **self.kwargs)
+
+
 class AttentionHandler(Protocol):
     """What the registered function hands every attention call to (``hooks.Session.attention``)."""
 
-    def attention(
-        self,
-        module: nn.Module,
-        impl: str,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        kwargs: dict[str, Any],
-    ) -> tuple[torch.Tensor, Any]: ...
+    def attention(self, call: AttentionCall) -> tuple[torch.Tensor, Any]: ...
 
 
 _ACTIVE: ContextVar[tuple[AttentionHandler, str] | None] = ContextVar("tracewire_attention", default=None)
@@ -75,7 +97,7 @@ def _dispatch(
     if active is None:
         raise RuntimeError("tracewire's attention function was called outside a tracewire forward")
     handler, impl = active
-    return handler.attention(module, impl, query, key, value, attention_mask, kwargs)
+    return handler.attention(AttentionCall(module, impl, query, key, value, attention_mask, kwargs))
 
 
 @contextmanager

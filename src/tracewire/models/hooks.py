@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from tracewire.errors import InvalidArgumentError, TranscoderFormatError
-from tracewire.models.attention_routing import base_function, routed_attention
+from tracewire.models.attention_routing import AttentionCall, routed_attention
 
 if TYPE_CHECKING:
     from tracewire.models.loading import LoadedModel
@@ -78,18 +78,9 @@ class Session:
         """The final norm's output (``live`` already goes through :meth:`norm` at ``"final"``)."""
         return live()
 
-    def attention(
-        self,
-        module: nn.Module,
-        impl: str,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        attention_mask: Tensor | None,
-        kwargs: dict[str, Any],
-    ) -> tuple[Tensor, Any]:
-        """One attention call; ``impl`` names the model's own implementation (sdpa, eager, ...)."""
-        return base_function(module, impl)(module, query, key, value, attention_mask, **kwargs)
+    def attention(self, call: AttentionCall) -> tuple[Tensor, Any]:
+        """One attention call (only with ``routes_attention``)."""
+        return call.own()
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch import nn
 
-from tracewire.models.attention_routing import registry_function
+from tracewire.models.attention_routing import AttentionCall, registry_function
 from tracewire.replacement.state import FrozenRun
 
 #: Bytes of float32 pattern one chunk may hold; bounds the backward's transient memory.
@@ -148,39 +147,31 @@ class FrozenPatternAV(torch.autograd.Function):
         return grad_v.to(ctx.value_dtype), None, None, None, None, None, None, None
 
 
-def frozen_attention(
-    run: FrozenRun,
-    module: nn.Module,
-    impl: str,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    kwargs: dict[str, Any],
-) -> tuple[torch.Tensor, None]:
-    """One attention call of ``run`` (a frozen pass's ``Session.attention``; ``impl``: the model's own).
+def frozen_attention(run: FrozenRun, call: AttentionCall) -> tuple[torch.Tensor, None]:
+    """One attention call of ``run`` (what a frozen pass's ``Session.attention`` returns).
 
     Record mode stores the queries and keys; its forward value is the model's own implementation
     (bit-identical to the original), or for eager attention tracewire's chunked computation, which
     *is* eager attention (in float32) and never materialises the full pattern. Replay mode reads
     the stored queries and keys of the first ``P`` positions.
     """
-    layer = int(getattr(module, "layer_idx", -1))
-    rest = dict(kwargs)
+    module, query, key, attention_mask = call.module, call.query, call.key, call.attention_mask
+    layer = call.layer
+    rest = dict(call.kwargs)
     rest.pop("dropout", None)
     scaling, softcap = rest.pop("scaling", None), rest.pop("softcap", None)
     scale = float(scaling) if scaling is not None else 1.0 / math.sqrt(query.shape[-1])
     n_rep = int(getattr(module, "num_key_value_groups", 1) or 1)
     precomputed = None
     if run.mode == "record":
-        base = registry_function(impl)
+        base = registry_function(call.impl)
         if base is not None:
             with torch.no_grad():
                 precomputed, _ = base(
                     module,
                     query,
                     key,
-                    value,
+                    call.value,
                     attention_mask,
                     dropout=0.0,
                     scaling=scaling,
@@ -196,5 +187,5 @@ def frozen_attention(
         mask = _additive_mask(attention_mask)
         run.mask_cache[id(attention_mask)] = mask
         run.mask_refs.append(attention_mask)  # keep the key object alive so its id stays unique
-    out = FrozenPatternAV.apply(value, q, k, mask, scale, softcap, n_rep, precomputed)
+    out = FrozenPatternAV.apply(call.value, q, k, mask, scale, softcap, n_rep, precomputed)
     return out, None

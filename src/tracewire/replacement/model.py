@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from tracewire.errors import InvalidArgumentError
+from tracewire.models.attention_routing import AttentionCall
 from tracewire.models.hooks import Live, Original, Session, StopForward, Wiring
 from tracewire.models.loading import LoadedModel
 from tracewire.replacement.frozen_attention import frozen_attention
@@ -120,17 +121,8 @@ class FrozenPass(Session):
         transcoders = replacement.transcoders
         self.has_skip = transcoders is not None and transcoders.has_skip
 
-    def attention(
-        self,
-        module: nn.Module,
-        impl: str,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        kwargs: dict[str, Any],
-    ) -> tuple[torch.Tensor, Any]:
-        return frozen_attention(self.run, module, impl, query, key, value, attention_mask, kwargs)
+    def attention(self, call: AttentionCall) -> tuple[torch.Tensor, Any]:
+        return frozen_attention(self.run, call)
 
     def embed(self, input_ids: torch.Tensor, live: Live) -> torch.Tensor:
         run = self.run
