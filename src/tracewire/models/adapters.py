@@ -86,6 +86,10 @@ class Adapter:
     def mlp_module(self, model: nn.Module, index: int) -> nn.Module:
         return _get(self.layer(model, index), self.mlp)
 
+    def attn_module(self, model: nn.Module, index: int) -> nn.Module:
+        """The attention module of decoder layer ``index`` (read by ``tracewire.attention``)."""
+        return _get(self.layer(model, index), self.attn)
+
     def norm_modules(self, model: nn.Module, index: int) -> dict[str, nn.Module]:
         """The norms of decoder layer ``index`` by role (only those the architecture has)."""
         layer = self.layer(model, index)
