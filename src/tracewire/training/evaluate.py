@@ -75,12 +75,7 @@ class _Splice(Session):
 @contextlib.contextmanager
 def spliced(loaded: LoadedModel, ts: TranscoderSet, mode: SpliceMode = "replace") -> Iterator[None]:
     """While active, every layer's output site returns the set's reconstruction (or zeros)."""
-    if ts.n_layers != loaded.n_layers or ts.d_model != loaded.d_model:
-        raise InvalidArgumentError(
-            f"transcoder set has {ts.n_layers} layers x d_model {ts.d_model}, "
-            f"model {loaded.name!r} has {loaded.n_layers} x {loaded.d_model}"
-        )
-    with Wiring(loaded, ts.config.input_site, ts.config.output_site).active(_Splice(ts, mode)):
+    with Wiring.for_transcoders(loaded, ts).active(_Splice(ts, mode)):
         yield
 
 
