@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -60,6 +61,19 @@ def test_hub_id_offline_fails_fast(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE"):
         load_model("some-owner/some-model-that-is-not-cached")
+
+
+def test_offline_error_says_why_the_cache_load_failed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with caplog.at_level(logging.INFO, "tracewire.models.loading"), pytest.raises(ModelLoadError) as info:
+        load_model("some-owner/some-model-that-is-not-cached")
+    logged = [r for r in caplog.records if "local Hugging Face cache" in r.getMessage()]
+    assert len(logged) == 1
+    reason = str(logged[0].args[1])  # e.g. "OSError: some-owner/... is not a local folder ..."
+    assert reason.split(":")[0].endswith("Error") and f"({reason})" in str(info.value)
 
 
 def test_unresolvable_spec() -> None:

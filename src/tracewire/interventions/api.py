@@ -16,6 +16,13 @@ travel (semantics in ``intervened_pass``):
 
 :class:`Intervener` keeps the clean run of a prompt so that many interventions on it cost one
 forward each; :func:`intervene` and :func:`generate` are its one-shot forms.
+
+Interventions are the independent check of attribution (the faithfulness harness compares the
+two), so they share with ``tracewire.replacement`` only *where* the model is touched (the wiring of
+``tracewire.models.hooks``), never *what is computed* there: the clean pattern is applied by the
+model's own attention function fed the clean queries and keys (not the replacement model's
+frozen-pattern autograd function), a frozen norm is ``y + lin(x') − lin(x)`` around the clean
+output, and an output site is the clean output plus decoder writes rather than ``skip + constant``.
 """
 
 from __future__ import annotations
@@ -23,16 +30,20 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from tracewire.errors import InvalidArgumentError
 from tracewire.interventions.clean_run import CleanRun, Recorder
 from tracewire.interventions.intervened_pass import InterventionPass, Propagation, Settings
-from tracewire.interventions.patching import Wiring
 from tracewire.interventions.spec import InterventionLike, as_interventions, check_interventions
+from tracewire.models.hooks import Wiring
 from tracewire.models.loading import LoadedModel
+from tracewire.transcoders.base import TranscoderSet
+
+if TYPE_CHECKING:
+    from tracewire.replacement.model import ReplacementModel
 
 Prompt = str | Sequence[int] | torch.Tensor
 
@@ -67,26 +78,13 @@ class Generation:
 class Intervener:
     """A model and its transcoders, ready to run interventions (see the module docstring)."""
 
-    def __init__(self, model: Any, transcoders: Any | None = None) -> None:
+    def __init__(
+        self, model: LoadedModel | ReplacementModel, transcoders: TranscoderSet | None = None
+    ) -> None:
         loaded, transcoders = _unpack(model, transcoders)
-        from tracewire.transcoders import sites
-
-        if transcoders.n_layers != loaded.n_layers:
-            raise InvalidArgumentError(
-                f"transcoders have {transcoders.n_layers} layers but model {loaded.name!r} "
-                f"has {loaded.n_layers}"
-            )
-        if transcoders.d_model != loaded.d_model:
-            raise InvalidArgumentError(
-                f"transcoders expect d_model={transcoders.d_model} but model {loaded.name!r} has "
-                f"d_model={loaded.d_model}"
-            )
         self.loaded = loaded
         self.transcoders = transcoders
-        cfg = transcoders.config
-        self.wiring = Wiring(
-            loaded, sites.input_site(cfg.feature_input_hook), sites.output_site(cfg.feature_output_hook)
-        )
+        self.wiring = Wiring.for_transcoders(loaded, transcoders)
 
     @property
     def n_layers(self) -> int:
@@ -99,8 +97,8 @@ class Intervener:
         tokens = self.loaded.encode(prompt, prepend_bos=prepend_bos)
         run = CleanRun(tokens=tokens)
         recorder = Recorder(run, self.transcoders, self.loaded.adapter)
-        with self.wiring.active(recorder):
-            out = self.loaded.model(input_ids=tokens[None].to(self.loaded.device), use_cache=False)
+        out = self.wiring.run(recorder, tokens[None])
+        assert out is not None  # the recorder never stops a forward
         run.logits = out.logits[0]
         missing = [
             layer for layer in range(self.n_layers) if layer not in run.outputs or layer not in run.inputs
@@ -164,9 +162,8 @@ class Intervener:
         session = InterventionPass(
             clean, self.transcoders, self.loaded.adapter, sets, settings, keep_activations=keep_activations
         )
-        ids = clean.tokens[None].to(self.loaded.device).expand(len(sets), -1)
-        with self.wiring.active(session):
-            out = self.loaded.model(input_ids=ids, use_cache=False)
+        out = self.wiring.run(session, clean.tokens[None].expand(len(sets), -1))
+        assert out is not None  # an intervened pass never stops a forward
         record = session.record
         assert record.final_residual is not None
         results = []
@@ -285,7 +282,9 @@ class Intervener:
         return config
 
 
-def _unpack(model: Any, transcoders: Any | None) -> tuple[LoadedModel, Any]:
+def _unpack(
+    model: LoadedModel | ReplacementModel, transcoders: TranscoderSet | None
+) -> tuple[LoadedModel, TranscoderSet]:
     """Accept a LoadedModel + transcoders, or a ReplacementModel (whose transcoders are used)."""
     from tracewire.replacement.model import ReplacementModel
 
@@ -300,8 +299,8 @@ def _unpack(model: Any, transcoders: Any | None) -> tuple[LoadedModel, Any]:
 
 
 def intervene(
-    model: Any,
-    transcoders: Any | None,
+    model: LoadedModel | ReplacementModel,
+    transcoders: TranscoderSet | None,
     prompt: Prompt,
     interventions: Iterable[InterventionLike],
     *,
@@ -326,8 +325,8 @@ def intervene(
 
 
 def generate(
-    model: Any,
-    transcoders: Any | None,
+    model: LoadedModel | ReplacementModel,
+    transcoders: TranscoderSet | None,
     prompt: Prompt,
     interventions: Iterable[InterventionLike] = (),
     *,

@@ -17,19 +17,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from tracewire.interventions.attention import AttentionFn
-from tracewire.interventions.patching import Live, Original
 from tracewire.models.adapters import Adapter
+from tracewire.models.attention_routing import AttentionCall
+from tracewire.models.hooks import Live, Original, Session
 from tracewire.replacement.linear_norms import linear_norm, norm_scale
+from tracewire.replacement.state import FrozenState
+from tracewire.transcoders.base import TranscoderSet
 
 
 @dataclass
 class NormRecord:
-    """One norm in the clean run: output ``y``, denominator ``scale`` and the frozen-scale map of
-    the clean input ``lin`` (so a frozen norm is ``y + lin(x') − lin``, exact when ``x' = x``)."""
+    """One norm in the clean run: output ``y`` and the frozen-scale map of the clean input ``lin``
+    (so a frozen norm is ``y + lin(x') − lin``, exact when ``x' = x``); its denominator is in
+    ``CleanRun.frozen.norm_scales``."""
 
     y: torch.Tensor  # [1, P, d]
-    scale: torch.Tensor  # [1, P, 1] float32
     lin: torch.Tensor  # [1, P, d]
 
 
@@ -37,6 +39,9 @@ class NormRecord:
 class CleanRun:
     """The clean forward of one prompt (batch of one).
 
+    ``frozen``: what frozen attention and frozen norms hold constant — the queries, keys and norm
+    denominators — in the replacement model's own record (:class:`FrozenState`; its
+    ``mlp_constants`` stay empty: interventions hold errors, not skip constants, fixed);
     ``inputs[l]`` / ``outputs[l]``: transcoder input and output site of layer ``l`` ``[P, d]``
     (model dtype); ``activations[l]``: feature activations ``[P, d_transcoder]`` (transcoder
     dtype); ``final_residual``: the final-norm output ``[P, d]`` (what logits and graph targets
@@ -44,15 +49,17 @@ class CleanRun:
     """
 
     tokens: torch.Tensor
+    frozen: FrozenState = field(init=False)
     logits: torch.Tensor = field(default_factory=lambda: torch.empty(0))
-    queries: dict[int, torch.Tensor] = field(default_factory=dict)
-    keys: dict[int, torch.Tensor] = field(default_factory=dict)
     norms: dict[str, NormRecord] = field(default_factory=dict)
     inputs: dict[int, torch.Tensor] = field(default_factory=dict)
     outputs: dict[int, torch.Tensor] = field(default_factory=dict)
     activations: dict[int, torch.Tensor] = field(default_factory=dict)
     skips: dict[int, torch.Tensor] = field(default_factory=dict)
     final_residual: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+
+    def __post_init__(self) -> None:
+        self.frozen = FrozenState(tokens=self.tokens)
 
     @property
     def n_pos(self) -> int:
@@ -63,40 +70,33 @@ class CleanRun:
         return torch.stack([self.activations[layer] for layer in sorted(self.activations)])
 
 
-class Recorder:
-    """The session of the clean pass (see ``patching.Session``)."""
+class Recorder(Session):
+    """The session of the clean pass (see ``tracewire.models.hooks.Session``)."""
 
-    def __init__(self, run: CleanRun, transcoders: Any, adapter: Adapter) -> None:
+    routes_attention = True
+
+    def __init__(self, run: CleanRun, transcoders: TranscoderSet, adapter: Adapter) -> None:
         self.run = run
         self.transcoders = transcoders
         self.adapter = adapter
         self.calls = 0
 
-    def on_embed(self, input_ids: torch.Tensor) -> None:
+    def embed(self, input_ids: torch.Tensor, live: Live) -> torch.Tensor:
         self.calls += 1
         if self.calls > 1 or input_ids.shape[0] != 1:
             raise RuntimeError("a clean run is one forward of one prompt")
+        return live()
 
-    def attention(
-        self,
-        module: nn.Module,
-        base: AttentionFn,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        kwargs: dict[str, Any],
-    ) -> tuple[torch.Tensor, Any]:
-        layer = int(getattr(module, "layer_idx", -1))
-        self.run.queries[layer] = query.detach()
-        self.run.keys[layer] = key.detach()
-        return base(module, query, key, value, attention_mask, **kwargs)
+    def attention(self, call: AttentionCall) -> tuple[torch.Tensor, Any]:
+        self.run.frozen.record_qk(call.layer, call.query.detach(), call.key.detach())
+        return call.own()
 
     def norm(self, path: str, module: nn.Module, original: Original, x: torch.Tensor) -> torch.Tensor:
         y = original(x)
         kind = self.adapter.norm_kind
         scale = norm_scale(kind, x, self.adapter.norm_eps(module))
-        self.run.norms[path] = NormRecord(y=y, scale=scale, lin=linear_norm(kind, module, x, scale))
+        self.run.frozen.norm_scales[path] = scale
+        self.run.norms[path] = NormRecord(y=y, lin=linear_norm(kind, module, x, scale))
         return y
 
     def transcoder_input(self, layer: int, x: torch.Tensor) -> None:

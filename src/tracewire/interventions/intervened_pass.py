@@ -32,12 +32,13 @@ import torch
 from torch import nn
 
 from tracewire.errors import InvalidArgumentError
-from tracewire.interventions.attention import AttentionFn
 from tracewire.interventions.clean_run import CleanRun
-from tracewire.interventions.patching import Live, Original
 from tracewire.interventions.spec import Intervention
 from tracewire.models.adapters import Adapter
+from tracewire.models.attention_routing import AttentionCall
+from tracewire.models.hooks import Live, Original, Session
 from tracewire.replacement.linear_norms import linear_norm
+from tracewire.transcoders.base import TranscoderSet
 
 Propagation = Literal["transcoders", "model"]
 PROPAGATIONS: tuple[str, ...] = ("transcoders", "model")
@@ -68,13 +69,16 @@ class PassRecord:
     final_residual: torch.Tensor | None = None
 
 
-class InterventionPass:
-    """The session of an intervened pass (see ``patching.Session``); one per forward or generation."""
+class InterventionPass(Session):
+    """The session of an intervened pass (see ``tracewire.models.hooks.Session``); one per forward
+    or generation."""
+
+    routes_attention = True
 
     def __init__(
         self,
         clean: CleanRun,
-        transcoders: Any,
+        transcoders: TranscoderSet,
         adapter: Adapter,
         batches: list[list[Intervention]],
         settings: Settings,
@@ -100,7 +104,7 @@ class InterventionPass:
         self.pending: dict[int, torch.Tensor] = {}
 
     # -- per forward call --------------------------------------------------------------------------
-    def on_embed(self, input_ids: torch.Tensor) -> None:
+    def embed(self, input_ids: torch.Tensor, live: Live) -> torch.Tensor:
         if input_ids.shape[0] != self.batch:
             raise RuntimeError(
                 f"this pass has {self.batch} sets of interventions but got a batch of {input_ids.shape[0]}"
@@ -114,6 +118,7 @@ class InterventionPass:
                 f"({self.clean.n_pos} tokens), got {self.length}"
             )
         self.inputs, self.pending = {}, {}
+        return live()
 
     def _frozen_output(self, layer: int) -> bool:
         return self.prompt_call and (
@@ -121,33 +126,25 @@ class InterventionPass:
         )
 
     # -- sites -------------------------------------------------------------------------------------
-    def attention(
-        self,
-        module: nn.Module,
-        base: AttentionFn,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        kwargs: dict[str, Any],
-    ) -> tuple[torch.Tensor, Any]:
-        if self.prompt_call and self.settings.freeze_attention:
-            layer = int(getattr(module, "layer_idx", -1))
-            q, k = self.clean.queries[layer], self.clean.keys[layer]
-            if q.shape[1:] != query.shape[1:] or k.shape[1:] != key.shape[1:]:
-                raise RuntimeError(
-                    f"layer {layer}: frozen attention needs queries/keys shaped like the clean run's "
-                    f"({tuple(q.shape)}, {tuple(k.shape)}), got ({tuple(query.shape)}, {tuple(key.shape)})"
-                )
-            if query.shape[0] != q.shape[0]:
-                q, k = q.expand(query.shape[0], -1, -1, -1), k.expand(key.shape[0], -1, -1, -1)
-            return base(module, q, k, value, attention_mask, **kwargs)
-        return base(module, query, key, value, attention_mask, **kwargs)
+    def attention(self, call: AttentionCall) -> tuple[torch.Tensor, Any]:
+        """The model's own attention function; on the prompt, fed the clean queries and keys."""
+        if not (self.prompt_call and self.settings.freeze_attention):
+            return call.own()
+        query, key = call.query, call.key
+        q, k = self.clean.frozen.queries[call.layer], self.clean.frozen.keys[call.layer]
+        if q.shape[1:] != query.shape[1:] or k.shape[1:] != key.shape[1:]:
+            raise RuntimeError(
+                f"layer {call.layer}: frozen attention needs queries/keys shaped like the clean run's "
+                f"({tuple(q.shape)}, {tuple(k.shape)}), got ({tuple(query.shape)}, {tuple(key.shape)})"
+            )
+        if query.shape[0] != q.shape[0]:
+            q, k = q.expand(query.shape[0], -1, -1, -1), k.expand(key.shape[0], -1, -1, -1)
+        return call.own(q, k)
 
     def norm(self, path: str, module: nn.Module, original: Original, x: torch.Tensor) -> torch.Tensor:
         if self.prompt_call and self.settings.freeze_norms:
             clean = self.clean.norms[path]
-            lin = linear_norm(self.adapter.norm_kind, module, x, clean.scale)
+            lin = linear_norm(self.adapter.norm_kind, module, x, self.clean.frozen.norm_scales[path])
             return clean.y + (lin - clean.lin)
         return original(x)
 

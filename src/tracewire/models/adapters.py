@@ -1,7 +1,8 @@
 """The adapter table: everything tracewire knows about each architecture, in one place.
 
-tracewire hooks Hugging Face modules directly (no TransformerLens, no nnsight). What differs
-between architectures is only *where* things live: which module is the MLP, which norms sit
+tracewire reaches Hugging Face modules directly (no TransformerLens, no nnsight), and only through
+``tracewire.models.hooks``, which reads these rows. What differs between architectures is only
+*where* things live: which module is the MLP, which norms sit
 around it and how they scale, where the embedding and unembedding are, whether logits are
 soft-capped. One frozen dataclass row per architecture says exactly that, and every other
 layer of tracewire (linearisation, attribution, interventions, training) reads these rows
@@ -86,6 +87,7 @@ class Adapter:
         return _get(self.layer(model, index), self.mlp)
 
     def attn_module(self, model: nn.Module, index: int) -> nn.Module:
+        """The attention module of decoder layer ``index`` (read by ``tracewire.attention``)."""
         return _get(self.layer(model, index), self.attn)
 
     def norm_modules(self, model: nn.Module, index: int) -> dict[str, nn.Module]:

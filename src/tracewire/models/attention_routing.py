@@ -2,10 +2,12 @@
 
 tracewire changes what attention computes in two places — the frozen patterns of the local
 replacement model (``tracewire.replacement.frozen_attention``) and the clean-pattern attention of
-interventions (``tracewire.interventions.attention``). Both do it the HF-native way, with no
-patched model classes: register a function under a new implementation name, paired with the
-*base* implementation's mask function (so the masks the model builds are unchanged), switch the
-model to it for the duration of a run, and switch back. This module is that mechanism, once.
+interventions (``tracewire.interventions.intervened_pass``). Both go through the wiring of
+``tracewire.models.hooks``, which routes attention here the HF-native way, with no patched model
+classes: one dispatch function is registered under a new implementation name, paired with the
+*base* implementation's mask function (so the masks the model builds are unchanged); the model
+is switched to it for the duration of a run and back afterwards, and every call is handed to
+the active handler (a ``hooks.Session``) together with the base implementation's name.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -42,16 +46,72 @@ def current_implementation(model: nn.Module) -> str:
     return getattr(hf_model.config, "_attn_implementation", None) or "eager"
 
 
+@dataclass(frozen=True)
+class AttentionCall:
+    """One call of a model's attention function, as Hugging Face makes it.
+
+    ``query``: ``[B, H, Q, dh]``; ``key``/``value``: ``[B, Hkv, K, dh]``; ``impl``: the model's own
+    implementation (sdpa, eager, ...); ``kwargs``: the rest (``scaling``, ``dropout``, ``softcap``...).
+    """
+
+    module: nn.Module
+    impl: str
+    query: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    attention_mask: torch.Tensor | None
+    kwargs: dict[str, Any]
+
+    @property
+    def layer(self) -> int:
+        return int(getattr(self.module, "layer_idx", -1))
+
+    def own(
+        self, query: torch.Tensor | None = None, key: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Any]:
+        """The model's own attention on this call, optionally with other queries and keys."""
+        fn = base_function(self.module, self.impl)
+        q = self.query if query is None else query
+        k = self.key if key is None else key
+        return fn(self.module, q, k, self.value, self.attention_mask, **self.kwargs)
+
+
+class AttentionHandler(Protocol):
+    """What the registered function hands every attention call to (``hooks.Session.attention``)."""
+
+    def attention(self, call: AttentionCall) -> tuple[torch.Tensor, Any]: ...
+
+
+_ACTIVE: ContextVar[tuple[AttentionHandler, str] | None] = ContextVar("tracewire_attention", default=None)
+
+
+def _dispatch(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, Any]:
+    active = _ACTIVE.get()
+    if active is None:
+        raise RuntimeError("tracewire's attention function was called outside a tracewire forward")
+    handler, impl = active
+    return handler.attention(AttentionCall(module, impl, query, key, value, attention_mask, kwargs))
+
+
 @contextmanager
-def routed_implementation(model: nn.Module, prefix: str, fn: AttentionFn) -> Iterator[str]:
-    """Run ``model`` with ``fn`` as its attention function; yields the base implementation name."""
+def routed_attention(model: nn.Module, handler: AttentionHandler) -> Iterator[None]:
+    """Route every attention call of ``model`` to ``handler`` until the context exits."""
     hf_model: Any = model
     base_impl = current_implementation(model)
-    hf_model.set_attn_implementation(registered_name(prefix, fn, base_impl))
+    token = _ACTIVE.set((handler, base_impl))
+    hf_model.set_attn_implementation(registered_name("tracewire", _dispatch, base_impl))
     try:
-        yield base_impl
+        yield
     finally:
         hf_model.set_attn_implementation(base_impl)
+        _ACTIVE.reset(token)
 
 
 def registry_function(impl: str) -> AttentionFn | None:

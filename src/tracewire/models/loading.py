@@ -293,12 +293,13 @@ def _from_hub(repo_id: str, dtype: torch.dtype) -> tuple[nn.Module, Any]:
         model = AutoModelForCausalLM.from_pretrained(repo_id, dtype=dtype, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(repo_id, local_files_only=True)
         return model, tokenizer
-    except Exception:
-        pass
+    except Exception as exc:  # not cached, or cached incompletely: keep the reason for the error below
+        cache_miss = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        log.info("model %r: no usable copy in the local Hugging Face cache (%s)", repo_id, cache_miss)
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         raise ModelLoadError(
-            f"model {repo_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
-            "pass a local folder, a .gguf file, or the embedded alias 'smollm2-135m'"
+            f"model {repo_id!r} is not in the local Hugging Face cache ({cache_miss}) and HF_HUB_OFFLINE "
+            "is set; pass a local folder, a .gguf file, or the embedded alias 'smollm2-135m'"
         )
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     if not hub_reachable(endpoint):

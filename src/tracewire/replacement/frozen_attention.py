@@ -1,9 +1,9 @@
-"""Frozen attention patterns as a registered attention function.
+"""Frozen attention patterns: what the replacement model's attention calls compute.
 
 In the local replacement model the attention *pattern* is a constant taken from the clean run;
-only the value/output path carries gradient. Rather than patching model classes, tracewire
-registers its own attention implementation with ``transformers.AttentionInterface`` and
-switches the model to it for the duration of a frozen run (``model.set_attn_implementation``).
+only the value/output path carries gradient. Rather than patching model classes, the model-access
+layer (``tracewire.models.hooks``) routes attention calls through a function registered with
+``transformers.AttentionInterface``; a frozen pass hands each call to :func:`frozen_attention`.
 
 The function never materialises a ``[heads, P, P]`` pattern for the whole prompt: the forward
 value is either the model's own implementation (record mode: bit-identical to the original) or
@@ -15,15 +15,13 @@ by chunk from the cached queries and keys to form ``∂v = Pᵀ ∂out``. Memory
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch import nn
 
-from tracewire.models.attention_routing import registry_function, routed_implementation
-from tracewire.replacement import state as frozen_state
+from tracewire.models.attention_routing import AttentionCall, registry_function
+from tracewire.replacement.state import FrozenRun
 
 #: Bytes of float32 pattern one chunk may hold; bounds the backward's transient memory.
 CHUNK_BYTES = 64 * 2**20
@@ -149,39 +147,36 @@ class FrozenPatternAV(torch.autograd.Function):
         return grad_v.to(ctx.value_dtype), None, None, None, None, None, None, None
 
 
-def frozen_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    softcap: float | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """The function registered with ``AttentionInterface``; dispatches on the active frozen run."""
-    run = frozen_state.active_run()
-    if run is None:
-        raise RuntimeError("tracewire's frozen attention was called outside a frozen run")
-    layer = int(getattr(module, "layer_idx", -1))
+def frozen_attention(run: FrozenRun, call: AttentionCall) -> tuple[torch.Tensor, None]:
+    """One attention call of ``run`` (what a frozen pass's ``Session.attention`` returns).
+
+    Record mode stores the queries and keys; its forward value is the model's own implementation
+    (bit-identical to the original), or for eager attention tracewire's chunked computation, which
+    *is* eager attention (in float32) and never materialises the full pattern. Replay mode reads
+    the stored queries and keys of the first ``P`` positions.
+    """
+    module, query, key, attention_mask = call.module, call.query, call.key, call.attention_mask
+    layer = call.layer
+    rest = dict(call.kwargs)
+    rest.pop("dropout", None)
+    scaling, softcap = rest.pop("scaling", None), rest.pop("softcap", None)
     scale = float(scaling) if scaling is not None else 1.0 / math.sqrt(query.shape[-1])
     n_rep = int(getattr(module, "num_key_value_groups", 1) or 1)
     precomputed = None
     if run.mode == "record":
-        base = run.base_attention
+        base = registry_function(call.impl)
         if base is not None:
             with torch.no_grad():
                 precomputed, _ = base(
                     module,
                     query,
                     key,
-                    value,
+                    call.value,
                     attention_mask,
                     dropout=0.0,
                     scaling=scaling,
                     softcap=softcap,
-                    **kwargs,
+                    **rest,
                 )
         q, k = query.detach(), key.detach()
         run.state.record_qk(layer, q, k)
@@ -192,17 +187,5 @@ def frozen_attention_forward(
         mask = _additive_mask(attention_mask)
         run.mask_cache[id(attention_mask)] = mask
         run.mask_refs.append(attention_mask)  # keep the key object alive so its id stays unique
-    out = FrozenPatternAV.apply(value, q, k, mask, scale, softcap, n_rep, precomputed)
+    out = FrozenPatternAV.apply(call.value, q, k, mask, scale, softcap, n_rep, precomputed)
     return out, None
-
-
-@contextmanager
-def frozen_attention(model: nn.Module) -> Iterator[Callable[..., Any] | None]:
-    """Switch ``model`` to the frozen attention implementation; restore it afterwards.
-
-    Yields the model's own attention function for record-mode forward values, or ``None`` for
-    eager attention: tracewire's chunked computation *is* eager attention (in float32), so record
-    mode then computes the value itself and never materialises the full pattern.
-    """
-    with routed_implementation(model, "tracewire_frozen", frozen_attention_forward) as base_impl:
-        yield registry_function(base_impl)

@@ -11,9 +11,8 @@ attribution rows for the price of one small forward and backward.
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
@@ -63,7 +62,6 @@ class FrozenRun:
 
     mode: Mode
     state: FrozenState
-    base_attention: Any = None
     n_layers: int = 0
     embeddings: torch.Tensor | None = None
     transcoder_inputs: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -75,22 +73,3 @@ class FrozenRun:
     embedding_override: torch.Tensor | None = None
     mask_cache: dict[int, torch.Tensor | None] = field(default_factory=dict)
     mask_refs: list[torch.Tensor] = field(default_factory=list)
-
-
-_ACTIVE: ContextVar[FrozenRun | None] = ContextVar("tracewire_frozen_run", default=None)
-
-
-def active_run() -> FrozenRun | None:
-    return _ACTIVE.get()
-
-
-def activate(run: FrozenRun | None) -> Any:
-    return _ACTIVE.set(run)
-
-
-def deactivate(token: Any) -> None:
-    _ACTIVE.reset(token)
-
-
-class StopForward(Exception):
-    """Raised from a hook once every tensor a replay needs exists (the causal cone's top)."""

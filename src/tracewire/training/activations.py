@@ -1,8 +1,9 @@
 """Where training activations come from: one model forward gives every layer's (input, target) pair.
 
-:class:`ModelActivations` hooks the adapter's input and output site modules of every layer, runs
-the model on corpus windows and stops the forward (by raising inside the last layer's hook) as soon
-as the last needed activation is captured, so neither the final norm nor the unembedding run.
+:class:`ModelActivations` captures the input and output sites of every layer
+(``tracewire.models.hooks.capture_sites``) while running the model on corpus windows; the forward
+stops as soon as the last needed activation is captured, so neither the final norm nor the
+unembedding run.
 BOS positions are dropped: the BOS is an attention sink with huge activations that would dominate
 the statistics, and attribution never explains it.
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -31,6 +31,7 @@ from torch import Tensor
 from tracewire.atomic import atomic_write_with
 from tracewire.corpus import TokenCorpus
 from tracewire.errors import InvalidArgumentError
+from tracewire.models.hooks import capture_sites
 from tracewire.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -47,65 +48,17 @@ class ActivationSource(Protocol):
     def eval_batch(self) -> tuple[Tensor, Tensor]: ...
 
 
-class _StopForward(Exception):
-    """Raised in the last needed hook: the rest of the forward is not needed."""
-
-
-@contextlib.contextmanager
-def capture_sites(
-    loaded: LoadedModel, input_site: str, output_site: str, *, stop_early: bool = True
-) -> Iterator[tuple[list[Tensor | None], list[Tensor | None]]]:
-    """Hooks that store every layer's input-site and output-site tensors into two lists."""
-    model, adapter = loaded.model, loaded.adapter
-    n_layers = loaded.n_layers
-    inputs: list[Tensor | None] = [None] * n_layers
-    outputs: list[Tensor | None] = [None] * n_layers
-    handles = []
-
-    def grab(store: list[Tensor | None], layer: int, value: Tensor) -> None:
-        store[layer] = value.detach()
-        if stop_early and layer == n_layers - 1 and inputs[layer] is not None and outputs[layer] is not None:
-            raise _StopForward
-
-    for layer in range(n_layers):
-        for site, store in ((input_site, inputs), (output_site, outputs)):
-            module, side = adapter.site_module(model, layer, site)
-            if side == "input":
-
-                def pre_hook(_m, args, kwargs, store=store, layer=layer):  # type: ignore[no-untyped-def]
-                    value = args[0] if args else next(iter(kwargs.values()))
-                    grab(store, layer, value)
-
-                handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
-            else:
-
-                def hook(_m, _args, output, store=store, layer=layer):  # type: ignore[no-untyped-def]
-                    grab(store, layer, output[0] if isinstance(output, tuple) else output)
-
-                handles.append(module.register_forward_hook(hook))
-    try:
-        yield inputs, outputs
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def layer_activations(
     loaded: LoadedModel, ids: Tensor, input_site: str, output_site: str, *, autocast: bool = False
 ) -> tuple[Tensor, Tensor]:
     """Inputs and targets ``[n_layers, batch * (seq - 1), d]`` (fp32, BOS dropped) for token ids ``ids``."""
-    with capture_sites(loaded, input_site, output_site) as (inputs, outputs), torch.no_grad():
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-        with ctx, contextlib.suppress(_StopForward):
-            loaded.model(ids.to(loaded.device), use_cache=False)
-    missing = [i for i, (x, y) in enumerate(zip(inputs, outputs)) if x is None or y is None]
-    if missing:
-        raise RuntimeError(
-            f"layers {missing}: sites {input_site}/{output_site} were not reached by the forward"
-        )
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    with ctx:
+        values = capture_sites(loaded, ids, input_site, output_site)
     d = loaded.d_model
-    xs = torch.stack([x[:, 1:].reshape(-1, d) for x in inputs if x is not None]).float()
-    ys = torch.stack([y[:, 1:].reshape(-1, d) for y in outputs if y is not None]).float()
+    layers = range(loaded.n_layers)
+    xs = torch.stack([values.inputs[layer][:, 1:].reshape(-1, d) for layer in layers]).float()
+    ys = torch.stack([values.outputs[layer][:, 1:].reshape(-1, d) for layer in layers]).float()
     return xs, ys
 
 

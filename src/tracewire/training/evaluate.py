@@ -33,6 +33,7 @@ from tqdm import tqdm
 from tracewire.atomic import atomic_write_bytes
 from tracewire.corpus import TokenCorpus
 from tracewire.errors import InvalidArgumentError
+from tracewire.models.hooks import Live, Session, Wiring
 from tracewire.models.loading import LoadedModel
 from tracewire.training.activations import layer_activations
 from tracewire.training.curves import save_png
@@ -43,69 +44,39 @@ log = logging.getLogger(__name__)
 SpliceMode = Literal["replace", "zero"]
 
 
-@contextlib.contextmanager
-def spliced(loaded: LoadedModel, ts: TranscoderSet, mode: SpliceMode = "replace") -> Iterator[None]:
-    """While active, every layer's output site returns the set's reconstruction (or zeros)."""
-    model, adapter = loaded.model, loaded.adapter
-    n_layers = loaded.n_layers
-    if ts.n_layers != n_layers or ts.d_model != loaded.d_model:
-        raise InvalidArgumentError(
-            f"transcoder set has {ts.n_layers} layers x d_model {ts.d_model}, "
-            f"model {loaded.name!r} has {n_layers} x {loaded.d_model}"
-        )
-    inputs: list[Tensor | None] = [None] * n_layers
-    written: list[Tensor | None] = [None] * n_layers  # decode(i, acts_i): [..., n_out, d]
-    handles = []
+class _Splice(Session):
+    """Every layer's output site returns the set's reconstruction from the run's own inputs (or zeros)."""
 
-    def capture(layer: int, x: Tensor) -> None:
-        inputs[layer] = x
-        if mode == "replace":
-            written[layer] = ts.decode(layer, ts.encode(layer, x.to(ts.dtype)))
+    def __init__(self, ts: TranscoderSet, mode: SpliceMode) -> None:
+        self.ts, self.mode = ts, mode
+        self.inputs: dict[int, Tensor] = {}
+        self.written: dict[int, Tensor] = {}  # decode(i, acts_i): [..., n_out, d]
 
-    def replacement(layer: int, original: Tensor) -> Tensor:
-        if mode == "zero":
+    def transcoder_input(self, layer: int, x: Tensor) -> None:
+        self.inputs[layer] = x
+        if self.mode == "replace":
+            self.written[layer] = self.ts.decode(layer, self.ts.encode(layer, x.to(self.ts.dtype)))
+
+    def output_site(self, layer: int, live: Live) -> Tensor:
+        ts, original = self.ts, live()
+        if self.mode == "zero":
             new = torch.zeros_like(original)
         else:
-            x = inputs[layer]
-            assert x is not None
-            new = ts.b_dec[layer] + ts.skip(layer, x.to(ts.dtype))
+            new = ts.b_dec[layer] + ts.skip(layer, self.inputs[layer].to(ts.dtype))
             for source in range(layer + 1):
-                w = written[source]
+                w = self.written.get(source)
                 if w is not None and layer in ts.output_layers(source):
                     new = new + w[..., layer - source, :]
             new = new.to(original.dtype)
         new[:, 0] = original[:, 0]  # the BOS keeps its own MLP output (see the module docstring)
         return new
 
-    for layer in range(n_layers):
-        module, side = adapter.site_module(model, layer, ts.config.input_site)
-        if side == "input":
 
-            def pre_hook(_m, args, kwargs, layer=layer):  # type: ignore[no-untyped-def]
-                capture(layer, args[0] if args else next(iter(kwargs.values())))
-
-            handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
-        else:
-
-            def in_hook(_m, _a, output, layer=layer):  # type: ignore[no-untyped-def]
-                capture(layer, output[0] if isinstance(output, tuple) else output)
-
-            handles.append(module.register_forward_hook(in_hook))
-        out_module, out_side = adapter.site_module(model, layer, ts.config.output_site)
-        if out_side != "output":
-            raise InvalidArgumentError(f"output site {ts.config.output_site!r} is not a module output")
-
-        def out_hook(_m, _a, output, layer=layer):  # type: ignore[no-untyped-def]
-            if isinstance(output, tuple):
-                return (replacement(layer, output[0]), *output[1:])
-            return replacement(layer, output)
-
-        handles.append(out_module.register_forward_hook(out_hook))
-    try:
+@contextlib.contextmanager
+def spliced(loaded: LoadedModel, ts: TranscoderSet, mode: SpliceMode = "replace") -> Iterator[None]:
+    """While active, every layer's output site returns the set's reconstruction (or zeros)."""
+    with Wiring.for_transcoders(loaded, ts).active(_Splice(ts, mode)):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def logit_metrics(orig: Tensor, new: Tensor, ids: Tensor) -> dict[str, float]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from tracewire.errors import InvalidArgumentError
+from tracewire.models.hooks import capture_sites
 from tracewire.models.loading import LoadedModel
 from tracewire.transcoders.base import LayerWeights, TranscoderConfig
 from tracewire.transcoders.per_layer import PerLayerTranscoders
@@ -47,24 +48,10 @@ def calibrated_random_plt(
     if activation not in ("relu", "jumprelu"):
         raise InvalidArgumentError(f"activation must be 'relu' or 'jumprelu', got {activation!r}")
     generator = torch.Generator().manual_seed(seed)
-    ids = loaded.encode(text)[None].to(loaded.device)
-    model, adapter = loaded.model, loaded.adapter
-    inputs: dict[int, torch.Tensor] = {}
-    outputs: dict[int, torch.Tensor] = {}
-    hooks = []
-    for layer in range(loaded.n_layers):
-        mlp = adapter.mlp_module(model, layer)
-
-        def hook(_module, args, out, layer=layer):  # type: ignore[no-untyped-def]
-            inputs[layer] = args[0][0, 1:].float().cpu()  # skip the BOS position (attention sink)
-            outputs[layer] = out[0, 1:].float().cpu()
-
-        hooks.append(mlp.register_forward_hook(hook))
-    try:
-        model(ids)
-    finally:
-        for h in hooks:
-            h.remove()
+    sites = capture_sites(loaded, loaded.encode(text)[None], "mlp_in", "mlp_out")
+    # position 0 (the BOS, an attention sink) is skipped
+    inputs = {layer: x[0, 1:].float().cpu() for layer, x in sites.inputs.items()}
+    outputs = {layer: y[0, 1:].float().cpu() for layer, y in sites.outputs.items()}
     d_model = loaded.d_model
     quantile = 1.0 - target_active / n_features
     layers = []
