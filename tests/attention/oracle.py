@@ -28,7 +28,7 @@ from tests.attribution.oracle import (
     _with_constants,
     perturbed_inputs,
 )
-from tracewire.attention.access import QKProjector, attention_module, capture_attention, head_geometry, layout
+from tracewire.attention.access import QKProjector, attention_module, capture_attention, head_geometry
 from tracewire.graph.graph import Graph
 from tracewire.replacement.model import ReplacementModel
 
@@ -39,7 +39,7 @@ def _hold(rm: ReplacementModel, held: dict[int, list[int]]) -> Iterator[None]:
     dh = head_geometry(rm).head_dim
     handles = []
     for layer, heads in held.items():
-        proj = getattr(attention_module(rm, layer), layout(rm).out_proj)
+        proj = getattr(attention_module(rm, layer), rm.adapter.attn_out_proj)
 
         def hook(_module, args, heads=heads):
             z = args[0].clone()

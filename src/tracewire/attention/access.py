@@ -6,8 +6,9 @@ explanations need, on top of the public replay (``ReplacementModel.replay``) and
 the model-access layer:
 
 - the *head outputs* ``z`` (the concatenated per-head ``P·V`` that the output projection reads,
-  head-major: head ``h`` is columns ``h·dh … (h+1)·dh``), captured with a forward pre-hook on the
-  output projection, optionally detached so that no source reaches the target through attention;
+  head-major: head ``h`` is columns ``h·dh … (h+1)·dh``), tapped through the model-access layer
+  (``models.hooks.observe_attention``), optionally detached so that no source reaches the target
+  through attention;
 - queries and keys recomputed from the attention module's input (the frozen pre-attention norm's
   output) through the module's own projections, its q/k norms (Qwen3, Gemma-3) with their scales
   frozen at the clean run, like every other norm, and RoPE. The recomputation is checked against
@@ -15,8 +16,7 @@ the model-access layer:
   attention differs from this recipe fails loudly instead of explaining the wrong numbers.
 
 What differs between architectures (the output projection's name, GPT-2's fused ``c_attn``) is
-the small :data:`LAYOUTS` table below; it belongs in the adapter table once the model-access
-refactor (issue 14) lands.
+in the adapter table (``Adapter.attn_out_proj`` / ``attn_fused_qkv``).
 """
 
 from __future__ import annotations
@@ -24,28 +24,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
 from tracewire.errors import UnsupportedArchitectureError
+from tracewire.models.hooks import observe_attention
 from tracewire.replacement.linear_norms import linear_norm, norm_scale
 from tracewire.replacement.model import ReplacementModel
 from tracewire.replacement.state import FrozenState
-
-
-@dataclass(frozen=True)
-class AttentionLayout:
-    """Where an architecture's attention keeps its projections."""
-
-    out_proj: str = "o_proj"
-    fused_qkv: str | None = None  # GPT-2: one Conv1D producing q, k, v side by side
-
-
-#: Per-architecture attention layout, keyed by adapter name (Llama-style names by default).
-LAYOUTS: dict[str, AttentionLayout] = {"gpt2": AttentionLayout(out_proj="c_proj", fused_qkv="c_attn")}
 
 
 @dataclass(frozen=True)
@@ -63,10 +50,6 @@ class HeadGeometry:
     def kv_head(self, head: int) -> int:
         """The key/value head query head ``head`` reads (HF repeats each kv head ``group`` times)."""
         return head // self.group
-
-
-def layout(rm: ReplacementModel) -> AttentionLayout:
-    return LAYOUTS.get(rm.adapter.name, AttentionLayout())
 
 
 def attention_module(rm: ReplacementModel, layer: int) -> nn.Module:
@@ -124,32 +107,25 @@ def capture_attention(
     attention — and its gradient at the leaf is the target's "no later attention" sensitivity.
     """
     capture = AttentionCapture()
-    handles: list[RemovableHandle] = []
-    out_proj_name = layout(rm).out_proj
-    for layer in layers:
-        attn = attention_module(rm, layer)
 
-        def on_attention(
-            _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], layer: int = layer
-        ) -> None:
-            capture.hidden[layer] = args[0] if args else kwargs["hidden_states"]
-            capture.rotary[layer] = kwargs.get("position_embeddings")
-            capture.mask[layer] = kwargs.get("attention_mask")
+    def on_input(
+        layer: int,
+        hidden: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None,
+        mask: torch.Tensor | None,
+    ) -> None:
+        capture.hidden[layer] = hidden
+        capture.rotary[layer] = rotary
+        capture.mask[layer] = mask
 
-        def on_out_proj(_module: nn.Module, args: tuple[Any, ...], layer: int = layer) -> tuple[Any, ...]:
-            z = args[0]
-            if detach_heads:
-                z = z.detach().requires_grad_(True)
-            capture.head_outputs[layer] = z
-            return (z, *args[1:])
+    def on_head_outputs(layer: int, z: torch.Tensor) -> torch.Tensor:
+        if detach_heads:
+            z = z.detach().requires_grad_(True)
+        capture.head_outputs[layer] = z
+        return z
 
-        handles.append(attn.register_forward_pre_hook(on_attention, with_kwargs=True))
-        handles.append(_child(attn, out_proj_name).register_forward_pre_hook(on_out_proj))
-    try:
+    with observe_attention(rm.model, rm.adapter, layers, on_input, on_head_outputs):
         yield capture
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -193,7 +169,7 @@ class QKProjector:
         """Projections before any q/k norm, ``[B, P, heads, dh]``."""
         attn = attention_module(self.rm, self.layer)
         shape = (*hidden.shape[:-1], -1, _head_dim(attn))
-        fused = layout(self.rm).fused_qkv
+        fused = self.rm.adapter.attn_fused_qkv
         if fused is not None:
             width = hidden.shape[-1]  # GPT-2: q, k, v of n_embd each, side by side
             q, k, _ = _child(attn, fused)(hidden).split(width, dim=2)

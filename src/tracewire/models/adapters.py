@@ -58,6 +58,10 @@ class Adapter:
     # Config attributes (None: the architecture has no such feature).
     logit_softcap_attr: str | None = None
     attn_softcap_attr: str | None = None
+    # Inside the attention module: the output projection (reads the concatenated head outputs)
+    # and, where q, k and v come from one fused projection (GPT-2's Conv1D), its name.
+    attn_out_proj: str = "o_proj"
+    attn_fused_qkv: str | None = None
     # Extra notes for humans (docs / `tracewire models`).
     notes: str = ""
     extra: dict[str, str] = field(default_factory=dict)
@@ -190,6 +194,8 @@ ADAPTERS: tuple[Adapter, ...] = (
     Adapter(
         name="gpt2",
         model_types=("gpt2",),
+        attn_out_proj="c_proj",
+        attn_fused_qkv="c_attn",
         layers="transformer.h",
         embed="transformer.wte",
         final_norm="transformer.ln_f",

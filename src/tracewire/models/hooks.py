@@ -19,7 +19,9 @@ a module path, so a new architecture needs one adapter row and nothing else.
 - Patches are instance attributes, removed on exit: a model is never left modified.
 
 :func:`capture_sites` is the read-only use: one (possibly truncated) forward that returns the
-input- and output-site tensors of the layers asked for.
+input- and output-site tensors of the layers asked for. :func:`observe_attention` taps the inside
+of attention modules (their input and the head outputs the output projection reads) for the
+attention explanations, which need them in the replays other sessions drive.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from tracewire.errors import InvalidArgumentError, TranscoderFormatError
 from tracewire.models.attention_routing import AttentionCall, routed_attention
 
 if TYPE_CHECKING:
+    from tracewire.models.adapters import Adapter
     from tracewire.models.loading import LoadedModel
     from tracewire.transcoders.base import TranscoderSet
 
@@ -292,3 +295,52 @@ def capture_sites(
         sites = input_site if output_site is None else f"{input_site}/{output_site}"
         raise RuntimeError(f"sites {sites} of layers {missing} were not reached by the model's forward")
     return values
+
+
+#: Called with (layer, attention input [B, P, d], rotary (cos, sin) or None, mask or None).
+AttentionInputTap = Callable[[int, Tensor, "tuple[Tensor, Tensor] | None", "Tensor | None"], None]
+#: Called with (layer, head outputs z [B, P, H·dh]); returns the z the output projection reads.
+HeadOutputTap = Callable[[int, Tensor], Tensor]
+
+
+@contextmanager
+def observe_attention(
+    model: nn.Module,
+    adapter: Adapter,
+    layers: Sequence[int],
+    on_input: AttentionInputTap,
+    on_head_outputs: HeadOutputTap,
+) -> Iterator[None]:
+    """Tap the attention modules of ``layers`` in every forward run inside the context.
+
+    ``on_input`` sees what the attention module is called with; ``on_head_outputs`` sees the
+    concatenated per-head ``P·V`` (head-major) on its way into the output projection and may
+    return a replacement (e.g. a detached leaf of the same value). Forward pre-hooks, not patched
+    forwards, so they compose with whatever session a :class:`Wiring` has active.
+    """
+    handles = []
+    for layer in layers:
+        attn = adapter.attn_module(model, layer)
+        out_proj = getattr(attn, adapter.attn_out_proj)
+        assert isinstance(out_proj, nn.Module), (
+            f"{type(attn).__name__}.{adapter.attn_out_proj} is not a module"
+        )
+
+        def attention_pre_hook(
+            _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], layer: int = layer
+        ) -> None:
+            hidden = args[0] if args else kwargs["hidden_states"]
+            on_input(layer, hidden, kwargs.get("position_embeddings"), kwargs.get("attention_mask"))
+
+        def out_proj_pre_hook(
+            _module: nn.Module, args: tuple[Any, ...], layer: int = layer
+        ) -> tuple[Any, ...]:
+            return (on_head_outputs(layer, args[0]), *args[1:])
+
+        handles.append(attn.register_forward_pre_hook(attention_pre_hook, with_kwargs=True))
+        handles.append(out_proj.register_forward_pre_hook(out_proj_pre_hook))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
