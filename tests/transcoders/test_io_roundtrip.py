@@ -122,7 +122,7 @@ def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     def failing_fsync(fd: int) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("tracewire.transcoders.files.os.fsync", failing_fsync)
+    monkeypatch.setattr("tracewire.atomic.os.fsync", failing_fsync)
     with pytest.raises(OSError, match="disk full"):
         save_transcoders(random_set("plt", seed=2), tmp_path)
     assert file_bytes(tmp_path) == before  # nothing half-written, no temp files left behind

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_to_bytes
 
 from tracewire.atomic import atomic_write_bytes
-from tracewire.errors import TranscoderFormatError
+from tracewire.errors import ResourceLimitError, TranscoderFormatError
+from tracewire.limits import require_regular_file
 
 # safetensors header dtype strings -> torch dtypes (for checks done without reading the data).
 _SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
@@ -75,9 +77,19 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
 
 
+MAX_NPZ_BYTES = 8 * 1024**3
+"""Cap on the declared uncompressed size of one ``.npz`` (a GemmaScope 16k layer is ~0.3 GB)."""
+
+
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of an ``.npz`` file, never unpickling (object arrays are rejected, not executed)."""
+    """All arrays of an ``.npz`` file, never unpickling (object arrays are rejected, not executed).
+
+    Every member's ``.npy`` header is checked against the member's size first, so an archive
+    declaring a huge shape (or a zip bomb) is refused before anything is allocated.
+    """
+    require_regular_file(path, error=TranscoderFormatError)
     try:
+        _check_npz_sizes(path)
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
     except FileNotFoundError as e:
@@ -86,8 +98,36 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise TranscoderFormatError(
             f"{path}: unreadable npz array ({e}); pickled arrays are not allowed"
         ) from e
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, MemoryError) as e:
         raise TranscoderFormatError(f"{path}: not a readable npz file (truncated or corrupt?): {e}") from e
+
+
+def _check_npz_sizes(path: Path) -> None:
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        declared = sum(info.file_size for info in members)
+        if declared > MAX_NPZ_BYTES:
+            raise ResourceLimitError(
+                f"{path}: declares {declared} uncompressed bytes; the limit is {MAX_NPZ_BYTES}"
+            )
+        for info in members:
+            with archive.open(info) as member:
+                major, _ = np.lib.format.read_magic(member)
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read_header(member)
+                if dtype.hasobject:
+                    raise TranscoderFormatError(
+                        f"{path}, array {info.filename!r}: object dtype; pickled arrays are not allowed"
+                    )
+                needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                stored = info.file_size - member.tell()
+                if needed != stored:
+                    raise TranscoderFormatError(
+                        f"{path}, array {info.filename!r}: header declares shape {tuple(shape)} "
+                        f"({needed} bytes) but the member holds {stored} bytes (truncated or corrupt?)"
+                    )
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:

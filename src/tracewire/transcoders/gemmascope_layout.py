@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from tracewire.errors import TranscoderFormatError
+from tracewire.limits import check_finite
 from tracewire.transcoders.base import LayerWeights
 from tracewire.transcoders.files import read_npz
 
@@ -61,6 +62,7 @@ def read_npz_layer(path: Path) -> LayerWeights:
             continue
         if not np.issubdtype(array.dtype, np.floating):
             raise TranscoderFormatError(f"{origin[field]}: dtype {array.dtype} is not floating point")
+        check_finite(array, where=origin[field], error=TranscoderFormatError)
         tensors[field] = torch.from_numpy(np.ascontiguousarray(array))
     W_enc = tensors["W_enc"]
     assert W_enc is not None

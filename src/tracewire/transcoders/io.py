@@ -13,17 +13,19 @@ Loading is a pipeline whose every step can name the file at fault:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tracewire.errors import TranscoderFormatError
+from tracewire.errors import ResourceLimitError, TranscoderFormatError
+from tracewire.limits import MAX_LAYERS
 from tracewire.transcoders import circuit_tracer_layout as ct
 from tracewire.transcoders import gemmascope_layout as gs
 from tracewire.transcoders.activations import ACTIVATION_NAMES
@@ -250,9 +252,14 @@ def _check_layer_count(
         raise TranscoderFormatError(
             f"{where}: no layer files found (expected {name_of(0)}, {name_of(1)}, ...)"
         )
-    expected = n_layers if n_layers is not None else max(found) + 1
-    missing = [name_of(i) for i in range(expected) if i not in found]
-    extra = [name_of(i) for i in sorted(found) if not 0 <= i < expected]
+    highest = max(found)
+    if n_layers is None and highest >= MAX_LAYERS:  # checked before range(highest + 1) is built
+        raise ResourceLimitError(
+            f"{where}: {name_of(highest)} names layer {highest}; at most {MAX_LAYERS} layers are supported"
+        )
+    expected = n_layers if n_layers is not None else highest + 1
+    missing = _first_names((i for i in range(expected) if i not in found), name_of)
+    extra = _first_names((i for i in sorted(found) if not 0 <= i < expected), name_of)
     if missing or extra:
         why = (
             "the n_layers argument"
@@ -266,6 +273,14 @@ def _check_layer_count(
             f"found files for {len(found)}; {'; '.join(details)}"
         )
     return expected
+
+
+def _first_names(layers: Iterator[int], name_of: Callable[[int], str], shown: int = 8) -> list[str]:
+    """Names of the first ``shown`` layers of ``layers`` ("..." when there are more)."""
+    names = [name_of(i) for i in itertools.islice(layers, shown)]
+    if next(layers, None) is not None:
+        names.append("...")
+    return names
 
 
 def _listed_files(raw: Mapping[str, Any], config_path: Path) -> dict[int, Path] | None:
