@@ -47,9 +47,7 @@ def serve_command(
     device: Annotated[str, typer.Option("--device", help="Steering model device.")] = "cpu",
 ) -> None:
     """Serve the graph explorer UI and its JSON API (docs at /api/docs) for the graphs in DIRECTORY."""
-    import uvicorn
-
-    from tracewire.server import FeatureService, create_app, open_feature_store
+    from tracewire.server import FeatureService, create_app, open_feature_store, serving
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not directory.is_dir():
@@ -76,7 +74,7 @@ def serve_command(
     )
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"tracewire explorer: http://{shown}:{port}/  (API: http://{shown}:{port}/api/docs)")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    serving.serve(app, host=host, port=port)
 
 
 def _steerer(model: str, transcoders: str, dtype: str, device: str) -> Steerer:

@@ -7,6 +7,10 @@
   CORS preflight; requiring JSON means another web page cannot make this server write a file.
 - Only the configured host names are answered (421 otherwise): a web page that re-binds its own
   DNS name to 127.0.0.1 (DNS rebinding) still sends its own name in ``Host``.
+- A state-changing request (POST, PUT, PATCH, DELETE) from another origin gets 403: browsers
+  send ``Origin`` (and ``Sec-Fetch-Site``) with such requests, and a page of another site must
+  not write files here even if a future browser or plugin lets it send JSON. Clients that send
+  neither header (curl, scripts, tests) are not browsers acting for another site and pass.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_WRITE_METHODS = _BODY_METHODS | {"DELETE"}
+_SAME_SITE_FETCH = frozenset({"same-origin", "none"})
 
 
 class RequestGuard:
@@ -54,6 +60,10 @@ class RequestGuard:
                     421,
                     f"host {host!r} is not served here (allowed: {', '.join(sorted(self.allowed_hosts))})",
                 )
+        if scope["method"] in _WRITE_METHODS:
+            cross = _cross_origin(headers)
+            if cross is not None:
+                return 403, cross
         length = headers.get("content-length")
         if length is not None:
             if not length.isdigit():
@@ -83,6 +93,21 @@ class RequestGuard:
             return message
 
         return counted
+
+
+def _cross_origin(headers: dict[str, str]) -> str | None:
+    """Why a state-changing request comes from another origin, or None when it does not."""
+    fetch_site = headers.get("sec-fetch-site", "").strip().lower()
+    if fetch_site and fetch_site not in _SAME_SITE_FETCH:
+        return f"cross-origin write refused (Sec-Fetch-Site: {fetch_site})"
+    origin = headers.get("origin")
+    if origin is None:
+        return None
+    host = headers.get("host", "").strip().lower()
+    scheme, _, authority = origin.strip().lower().partition("://")
+    if scheme not in {"http", "https"} or authority != host:
+        return f"cross-origin write refused (Origin {origin!r} is not this server, {host!r})"
+    return None
 
 
 def _host_name(host: str) -> str:
