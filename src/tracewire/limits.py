@@ -90,25 +90,31 @@ def gunzip_capped(
     ``gzip.decompress`` inflates everything first; a 500 KB bomb becomes a gigabyte. Here output
     is produced in bounded steps and the limit is checked as it grows.
     """
-    out = bytearray()
+    pieces: list[bytes] = []
+    produced = 0
     remaining = data
+    step = 1 << 22
     try:
         while remaining:
             inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
             chunk = remaining
-            while chunk and not inflater.eof:
-                out += inflater.decompress(chunk, limit + 1 - len(out))
-                if len(out) > limit:
+            while not inflater.eof:
+                piece = inflater.decompress(chunk, step)
+                produced += len(piece)
+                if produced > limit:
                     raise ResourceLimitError(
                         f"{where}: decompresses to more than {limit} bytes; refused (a compression bomb?)"
                     )
+                pieces.append(piece)
                 chunk = inflater.unconsumed_tail
+                if not chunk and not piece:
+                    break
             if not inflater.eof:
                 raise error(f"{where}: truncated gzip data")
             remaining = inflater.unused_data.lstrip(b"\x00")
     except zlib.error as exc:
         raise error(f"{where}: not valid gzip data ({exc})") from exc
-    return bytes(out)
+    return b"".join(pieces)
 
 
 def read_maybe_gzip(

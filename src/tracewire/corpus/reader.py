@@ -74,8 +74,8 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
     require_regular_file(path, what=what, error=CorpusError)
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise CorpusError(f"{path}: unreadable {what} ({exc})") from exc
+    except Exception as exc:  # numpy header parsing raises ValueError, SyntaxError, TokenError, ...
+        raise CorpusError(f"{path}: unreadable {what} ({type(exc).__name__}: {exc})") from exc
 
 
 class TokenCorpus:

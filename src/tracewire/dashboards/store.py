@@ -367,10 +367,13 @@ class FeatureStore:
         grouped: list[list[Example]] = [[] for _ in groups_spec]
         seen: set[int] = set()
         for (grp, _rank, position, center, activation, _ids, acts), ids in decoded:
+            example_acts = _array(acts, "<f4")
+            if not (np.isfinite(example_acts).all() and math.isfinite(float(activation))):
+                raise ValueError(f"feature {key}: non-finite example activations")
             example = Example(
                 tokens=[text[i] for i in ids.tolist()],
                 token_ids=ids.tolist(),
-                acts=_array(acts, "<f4").tolist(),
+                acts=example_acts.tolist(),
                 center=int(center),
                 activation=float(activation),
                 position=int(position),
@@ -378,6 +381,13 @@ class FeatureStore:
             )
             seen.add(int(position))
             grouped[grp].append(example)
+        numbers = [float(count), float(n_tokens), float(act_min), float(act_max), float(act_sum)]
+        if not all(math.isfinite(v) for v in numbers):
+            raise ValueError(f"feature {key}: non-finite statistics {numbers}")
+        for name, blob in (("quantile_values", quantiles), ("top_logit_values", top_values),
+                           ("bottom_logit_values", bottom_values)):  # fmt: skip
+            if not np.isfinite(_array(blob, "<f4")).all():
+                raise ValueError(f"feature {key}: non-finite {name}")
         return FeatureCard(
             layer=key[0],
             feature=key[1],

@@ -31,7 +31,7 @@ from tracewire.graph.neuronpedia_ids import (
 )
 from tracewire.limits import MAX_D_MODEL, MAX_LAYERS, bounded_count, read_maybe_gzip
 
-MAX_JSON_BYTES = 1024 * 1024 * 1024
+MAX_JSON_BYTES = 256 * 1024 * 1024
 """Default cap on a graph JSON's size, compressed and decompressed."""
 MAX_TARGET_VECTOR_VALUES = 1 << 26
 """Cap on ``n_targets * d_model`` (the zero target vectors an import allocates)."""

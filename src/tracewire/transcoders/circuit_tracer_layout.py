@@ -72,7 +72,7 @@ def numbered_files(directory: Path, pattern: re.Pattern[str]) -> dict[int, Path]
     found: dict[int, Path] = {}
     for path in directory.iterdir():
         match = pattern.match(path.name)
-        if match and path.is_file():
+        if match:  # not only regular files: a folder or FIFO of that name is reported, not skipped
             found[int(match.group(1))] = path
     return found
 

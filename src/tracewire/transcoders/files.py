@@ -46,6 +46,8 @@ _SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
 @contextlib.contextmanager
 def open_safetensors(path: Path) -> Iterator[Any]:
     """``safe_open`` that reports unreadable/truncated files as ``TranscoderFormatError`` naming ``path``."""
+    if Path(path).exists():  # a FIFO would block the open below
+        require_regular_file(path, what="safetensors file", error=TranscoderFormatError)
     try:
         handle = safe_open(str(path), framework="pt", device="cpu")
     except FileNotFoundError as e:
@@ -132,9 +134,10 @@ def _check_npz_sizes(path: Path) -> None:
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     """Parse a YAML file that must hold a mapping; syntax errors name the file and line."""
+    require_regular_file(path, what="YAML file", error=TranscoderFormatError)
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise TranscoderFormatError(f"{path}: cannot read: {e}") from e
     try:
         data = yaml.safe_load(text)

@@ -40,7 +40,7 @@ def find_layer_files(directory: Path) -> dict[int, Path]:
     found: dict[int, Path] = {}
     for sub in directory.iterdir():
         match = LAYER_DIR.match(sub.name)
-        if match and (sub / PARAMS_NAME).is_file():
+        if match and (sub / PARAMS_NAME).exists():  # a non-file params.npz is reported when read
             found[int(match.group(1))] = sub / PARAMS_NAME
     return found
 

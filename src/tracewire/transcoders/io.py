@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from tracewire.errors import ResourceLimitError, TranscoderFormatError
-from tracewire.limits import MAX_LAYERS
+from tracewire.limits import MAX_LAYERS, require_regular_file
 from tracewire.transcoders import circuit_tracer_layout as ct
 from tracewire.transcoders import gemmascope_layout as gs
 from tracewire.transcoders.activations import ACTIVATION_NAMES
@@ -145,7 +145,7 @@ class _Header:
 def _read_header(resolved: ResolvedSource) -> _Header:
     directory = resolved.directory
     config_path = directory / ct.CONFIG_NAME
-    if config_path.is_file():
+    if config_path.exists():
         raw = read_yaml_mapping(config_path)
         kind = _kind(raw, config_path)
     elif gs.find_layer_files(directory):  # a bare GemmaScope tree: hooks are known
@@ -330,8 +330,9 @@ def _read_plt_layers(
     ks: list[tuple[Path, int | None]] = []
     for layer in range(count):
         path = files[layer]
-        if not path.is_file():
+        if not path.exists():
             raise TranscoderFormatError(f"{path}: file not found (layer {layer}, listed in {config_path})")
+        require_regular_file(path, what=f"layer {layer} file", error=TranscoderFormatError)
         if path.suffix == ".npz":
             if lazy_decoder:
                 logger.warning("%s: npz archives cannot be read by rows; loading W_dec into memory", path)
