@@ -142,9 +142,8 @@ def raise_open_file_limit() -> None:
         pass
 
 
-def serve(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
-    """Run ``app`` with the limits of the module docstring until interrupted."""
-    raise_open_file_limit()
+def server_config(app: Any, *, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
+    """uvicorn's config with the limits of the module docstring (log budget installed)."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -157,4 +156,10 @@ def serve(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
         h11_max_incomplete_event_size=64 * 1024,
     )
     install_log_budget()  # uvicorn.Config configured its handlers above
-    uvicorn.Server(config).run()
+    return config
+
+
+def serve(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
+    """Run ``app`` with the limits of the module docstring until interrupted."""
+    raise_open_file_limit()
+    uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level)).run()
