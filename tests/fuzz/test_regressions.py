@@ -166,7 +166,11 @@ def test_graph_n_layers_must_match_the_node_arrays(tmp_path: Path, n_layers: int
 # ------------------------------------------------------------------ non-finite values
 
 
-NON_FINITE = [("W_dec", float("nan")), ("activation_function.threshold", float("nan")), ("W_enc", float("inf"))]
+NON_FINITE = [
+    ("W_dec", float("nan")),
+    ("activation_function.threshold", float("nan")),
+    ("W_enc", float("inf")),
+]
 
 
 @pytest.mark.parametrize(("tensor", "value"), NON_FINITE)
