@@ -139,6 +139,12 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise TranscoderFormatError(f"{path}: cannot read: {e}") from e
+    if len(text) > MAX_YAML_CHARS:
+        raise ResourceLimitError(
+            f"{path}: {len(text)} characters; a transcoder config is at most {MAX_YAML_CHARS}"
+        )
+    if _flow_depth(text) > MAX_YAML_DEPTH:  # PyYAML is quadratic in nesting: 5000 levels take seconds
+        raise TranscoderFormatError(f"{path}: invalid YAML: nested more than {MAX_YAML_DEPTH} levels deep")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -146,6 +152,8 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
         where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
         problem = getattr(e, "problem", None) or str(e)
         raise TranscoderFormatError(f"{where}: invalid YAML: {problem}") from e
+    except RecursionError as e:
+        raise TranscoderFormatError(f"{path}: invalid YAML: nested too deeply") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -153,6 +161,28 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
             f"{path}: expected a YAML mapping at the top level, found {type(data).__name__}"
         )
     return data
+
+
+MAX_YAML_CHARS = 4 * 1024 * 1024
+MAX_YAML_DEPTH = 64
+
+
+def _flow_depth(text: str) -> int:
+    """Deepest ``[``/``{`` nesting of YAML flow collections (quoted text ignored, roughly)."""
+    depth = deepest = 0
+    quote = ""
+    for char in text:
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return deepest
 
 
 def write_safetensors_atomically(path: Path, tensors: dict[str, torch.Tensor]) -> None:

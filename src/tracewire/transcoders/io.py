@@ -177,7 +177,7 @@ def _read_header(resolved: ResolvedSource) -> _Header:
 
 def _kind(raw: Mapping[str, Any], config_path: Path) -> str:
     model_kind = raw.get("model_kind")
-    if model_kind not in ct.MODEL_KINDS:
+    if not isinstance(model_kind, str) or model_kind not in ct.MODEL_KINDS:
         raise TranscoderFormatError(
             f"{config_path}: field 'model_kind' is {model_kind!r}; "
             f"expected one of {', '.join(ct.MODEL_KINDS)}"
