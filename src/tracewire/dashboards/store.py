@@ -165,7 +165,7 @@ class FeatureStore:
         try:
             with self._time_limited():
                 self._open()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             self._db.close()
             raise FeatureStoreError(f"{self.path}: not a readable SQLite feature store ({exc})") from exc
         except BaseException:

@@ -100,7 +100,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise TranscoderFormatError(
             f"{path}: unreadable npz array ({e}); pickled arrays are not allowed"
         ) from e
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, MemoryError) as e:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, MemoryError, NotImplementedError, RuntimeError) as e:
         raise TranscoderFormatError(f"{path}: not a readable npz file (truncated or corrupt?): {e}") from e
 
 
