@@ -79,6 +79,8 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
 
 
+_NPZ_DAMAGE = (zipfile.BadZipFile, zlib.error, OSError, EOFError, MemoryError, NotImplementedError, RuntimeError)
+"""What zipfile / numpy raise for a damaged archive (unsupported zip version, encryption, bad CRC...)."""
 MAX_NPZ_BYTES = 8 * 1024**3
 """Cap on the declared uncompressed size of one ``.npz`` (a GemmaScope 16k layer is ~0.3 GB)."""
 
@@ -100,7 +102,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise TranscoderFormatError(
             f"{path}: unreadable npz array ({e}); pickled arrays are not allowed"
         ) from e
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, MemoryError, NotImplementedError, RuntimeError) as e:
+    except _NPZ_DAMAGE as e:
         raise TranscoderFormatError(f"{path}: not a readable npz file (truncated or corrupt?): {e}") from e
 
 
