@@ -79,7 +79,9 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
 
 
-_NPZ_DAMAGE = (zipfile.BadZipFile, zlib.error, OSError, EOFError, MemoryError, NotImplementedError, RuntimeError)
+_NPZ_DAMAGE = (
+    zipfile.BadZipFile, zlib.error, OSError, EOFError, MemoryError, NotImplementedError, RuntimeError
+)
 """What zipfile / numpy raise for a damaged archive (unsupported zip version, encryption, bad CRC...)."""
 MAX_NPZ_BYTES = 8 * 1024**3
 """Cap on the declared uncompressed size of one ``.npz`` (a GemmaScope 16k layer is ~0.3 GB)."""
