@@ -12,10 +12,12 @@ NaNs that surface later far from their cause. Readers therefore check, *before* 
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,6 +119,20 @@ def gunzip_capped(
     return b"".join(pieces)
 
 
+def read_json_object(
+    path: str | os.PathLike[str], *, what: str, error: type[TracewireError] = TracewireError
+) -> dict[str, Any]:
+    """A regular file holding one JSON object; any other content raises ``error`` naming ``path``."""
+    checked = require_regular_file(path, what=what, error=error)
+    try:
+        data = json.loads(checked.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise error(f"{checked}: unreadable {what} ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(data, dict):
+        raise error(f"{checked}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
 def read_maybe_gzip(
     path: str | os.PathLike[str],
     *,
@@ -142,6 +158,7 @@ __all__ = [
     "bounded_count",
     "check_finite",
     "gunzip_capped",
+    "read_json_object",
     "read_maybe_gzip",
     "require_regular_file",
 ]

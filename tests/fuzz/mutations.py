@@ -177,26 +177,32 @@ def _short(value: Any) -> str:
     return text if len(text) < 40 else text[:37] + "..."
 
 
-def json_field(rng: random.Random, path: Path) -> str:
-    document = json.loads(path.read_text("utf-8"))
-    document, what = mutate_tree(rng, document)
-    try:
-        path.write_text(json.dumps(document), "utf-8")
-    except RecursionError:
-        path.write_text("[" * 100000, "utf-8")
-    return f"{path.name}: {what}"
+def _field_mutator(load: Callable[[str], Any], dump: Callable[[Any], str], too_deep: str) -> Mutator:
+    def mutate(rng: random.Random, path: Path) -> str:
+        document, what = mutate_tree(rng, load(path.read_text("utf-8")))
+        try:
+            path.write_text(dump(document), "utf-8")
+        except RecursionError:
+            path.write_text(too_deep, "utf-8")
+        return f"{path.name}: {what}"
+
+    return mutate
 
 
-def yaml_field(rng: random.Random, path: Path) -> str:
+def _yaml_load(text: str) -> Any:
     import yaml
 
-    document = yaml.safe_load(path.read_text("utf-8"))
-    document, what = mutate_tree(rng, document)
-    try:
-        path.write_text(yaml.safe_dump(document), "utf-8")
-    except RecursionError:
-        path.write_text("a: " + "[" * 10000, "utf-8")
-    return f"{path.name}: {what}"
+    return yaml.safe_load(text)
+
+
+def _yaml_dump(document: Any) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(document))
+
+
+json_field = _field_mutator(json.loads, json.dumps, "[" * 100000)
+yaml_field = _field_mutator(_yaml_load, _yaml_dump, "a: " + "[" * 10000)
 
 
 # ----------------------------------------------------------------------------------- safetensors

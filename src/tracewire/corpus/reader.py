@@ -10,7 +10,6 @@ is what makes training data positions resumable and dashboards reproducible.
 from __future__ import annotations
 
 import bisect
-import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -25,7 +24,7 @@ from torch import Tensor
 from tracewire.corpus.build import DOCUMENTS, FORMAT, MANIFEST, TOKENIZER_DIR
 from tracewire.corpus.packages import CorpusError
 from tracewire.errors import InvalidArgumentError
-from tracewire.limits import require_regular_file
+from tracewire.limits import read_json_object, require_regular_file
 
 _SHARD_NAME = re.compile(r"^tokens-\d{5,}\.npy$")
 _MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -53,13 +52,7 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 
 def _read_manifest(path: Path) -> dict[str, Any]:
     """``manifest.json``, with the fields the reader relies on checked (never trusted blindly)."""
-    try:
-        require_regular_file(path, what="corpus manifest", error=CorpusError)
-        manifest = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise CorpusError(f"{path}: unreadable corpus manifest ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(manifest, dict):
-        raise CorpusError(f"{path}: expected a JSON object, found {type(manifest).__name__}")
+    manifest = read_json_object(path, what="corpus manifest", error=CorpusError)
     if manifest.get("format") != FORMAT:
         raise CorpusError(f"{path}: field 'format' is {manifest.get('format')!r}, expected {FORMAT!r}")
     for key, kind in _MANIFEST_FIELDS.items():

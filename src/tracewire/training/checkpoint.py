@@ -22,7 +22,7 @@ from torch import Tensor
 
 from tracewire.atomic import atomic_write_bytes
 from tracewire.errors import CheckpointError
-from tracewire.limits import check_finite, require_regular_file
+from tracewire.limits import check_finite, read_json_object, require_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +130,7 @@ def _stem(step: int) -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        require_regular_file(path, what="checkpoint file", error=CheckpointError)
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint file ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
+    return read_json_object(path, what="checkpoint file", error=CheckpointError)
 
 
 def _read_tensors(path: Path) -> dict[str, Tensor]:
