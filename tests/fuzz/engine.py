@@ -120,15 +120,19 @@ def run_case(
     from tracewire.errors import TracewireError
 
     case = work / f"case-{seed}"
-    shutil.copytree(root, case, symlinks=True)
-    entry = case / relative
     rng = random.Random(f"{target.name}:{seed}")
     start = time.perf_counter()
-    try:
-        mutation = mutate(target, rng, entry)
-    except Exception as exc:  # a mutator that cannot apply to this variant: not a loader result
-        shutil.rmtree(case, ignore_errors=True)
-        return Outcome(target.name, seed, "skipped", f"mutator failed: {exc!r}")
+    for _attempt in range(10):  # a mutator that does not apply to this file draws again
+        shutil.copytree(root, case, symlinks=True)
+        entry = case / relative
+        try:
+            mutation = mutate(target, rng, entry)
+            break
+        except Exception as exc:
+            mutation = f"mutator failed: {exc!r}"
+            shutil.rmtree(case, ignore_errors=True)
+    else:
+        return Outcome(target.name, seed, "skipped", mutation)
     try:
         with time_limit(CASE_TIME_LIMIT_S):
             summary = target.load(entry)
