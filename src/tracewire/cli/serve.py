@@ -47,7 +47,9 @@ def serve_command(
     device: Annotated[str, typer.Option("--device", help="Steering model device.")] = "cpu",
 ) -> None:
     """Serve the graph explorer UI and its JSON API (docs at /api/docs) for the graphs in DIRECTORY."""
-    from tracewire.server import FeatureService, create_app, open_feature_store, serving
+    import uvicorn
+
+    from tracewire.server import FeatureService, create_app, open_feature_store
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not directory.is_dir():
@@ -74,7 +76,10 @@ def serve_command(
     )
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"tracewire explorer: http://{shown}:{port}/  (API: http://{shown}:{port}/api/docs)")
-    serving.serve(app, host=host, port=port)
+    from tracewire.server import serving  # limits: head timeout, connections, log budget
+
+    serving.raise_open_file_limit()
+    uvicorn.Server(serving.server_config(app, host=host, port=port)).run()
 
 
 def _steerer(model: str, transcoders: str, dtype: str, device: str) -> Steerer:

@@ -159,7 +159,3 @@ def server_config(app: Any, *, host: str, port: int, log_level: str = "info") ->
     return config
 
 
-def serve(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
-    """Run ``app`` with the limits of the module docstring until interrupted."""
-    raise_open_file_limit()
-    uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level)).run()
