@@ -6,8 +6,9 @@ table and writes ``benchmarks/results/server_soak.json``.
 The real command (``python -m tracewire.cli.main serve DIR --port P``) serves the demo graphs of
 the server tests, its stdout+stderr going to a log file. For ``--seconds``:
 
-- ``--slow`` slowloris connections each send a request head one header line every second and
-  never finish it (a connection the server closes is reopened at once, so the pressure stays);
+- ``--slow`` slowloris connections: half send a request head one header line every second and
+  never finish it, half send a POST head announcing 1 MB and then one body byte a second (a
+  connection the server closes is reopened at once, so the pressure stays);
 - ``--concurrent`` clients loop over a mix of requests: graph listing, graph views, links pages,
   subgraph scores, and bad ones (traversal, malformed JSON, cross-origin writes, garbage that is
   not HTTP, which uvicorn logs);
@@ -87,18 +88,27 @@ MIX: list[tuple[str, bytes]] = [
 ]
 
 
-async def _slowloris(port: int, stop: float, closed: list[int]) -> None:
+async def _slowloris(port: int, stop: float, closed: list[int], body: bool) -> None:
+    """Hold a connection open by dribbling a request head (or, with ``body``, a POST body) forever."""
     while time.monotonic() < stop:
         try:
             reader, writer = await asyncio.open_connection(HOST, port)
-            writer.write(f"GET /api/graphs HTTP/1.1\r\nHost: {HOST}\r\n".encode())
+            if body:
+                writer.write(
+                    _post("/api/graphs/small/subgraph-scores", b"")[:-2].replace(
+                        b"Content-Length: 0", b"Content-Length: 1000000"
+                    )
+                    + b"\r\n"
+                )
+            else:
+                writer.write(f"GET /api/graphs HTTP/1.1\r\nHost: {HOST}\r\n".encode())
             while time.monotonic() < stop:
                 await asyncio.sleep(1.0)
-                writer.write(f"X-Slow-{random.randrange(10**6)}: 1\r\n".encode())
+                writer.write(b" " if body else f"X-Slow-{random.randrange(10**6)}: 1\r\n".encode())
                 await writer.drain()
                 if reader.at_eof():
+                    closed[0] += 1  # the server gave up on this connection
                     break
-            closed[0] += 1
             writer.close()
         except OSError:
             closed[0] += 1
@@ -129,7 +139,7 @@ async def _soak(port: int, seconds: float, slow: int, concurrent: int) -> dict[s
     served: dict[str, dict[int, int]] = {}
     latencies: list[float] = []
     failures: list[int] = []
-    tasks = [asyncio.create_task(_slowloris(port, stop, closed)) for _ in range(slow)]
+    tasks = [asyncio.create_task(_slowloris(port, stop, closed, body=i % 2 == 1)) for i in range(slow)]
     await asyncio.sleep(2.0)  # the slow connections are in place before the load starts
     tasks += [asyncio.create_task(_client(port, stop, served)) for _ in range(concurrent)]
     tasks.append(asyncio.create_task(_probe(port, stop, latencies, failures)))

@@ -117,6 +117,23 @@ def test_slow_and_idle_connections_are_closed_and_the_server_keeps_answering(liv
             conn.close()
 
 
+def test_a_dribbled_body_is_a_408(live: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracewire.server import request_guard
+
+    monkeypatch.setattr(request_guard, "BODY_TIMEOUT_S", 0.5)
+    with socket.create_connection(("127.0.0.1", live), timeout=20) as conn:
+        head = "POST /api/graphs/small/subgraph-scores HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        head += "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        conn.sendall(head.encode() + b'{"pinnedIds": ')  # and the rest never comes
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+            if b"\r\n\r\n" in data and data.endswith(b"}"):
+                break
+    assert data.startswith(b"HTTP/1.1 408"), data[:200]
+    assert _get(live).startswith(b"HTTP/1.1 200")
+
+
 def test_the_log_budget_caps_records_and_tracebacks() -> None:
     records: list[logging.LogRecord] = []
 
