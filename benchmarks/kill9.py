@@ -13,7 +13,8 @@ would use it next:
 - ``train``: a training run with checkpoints every 2 steps -> ``load_checkpoint`` validates (or
   there is none yet), no ``config.yaml`` unless the whole set loads, and the final run resumed
   from the last kill gives the uninterrupted run's parameters bit for bit;
-- ``dashboards``: a feature-store build -> the store opens read-only and every card reads;
+- ``dashboards``: a feature-store build (killed builds resume each other) -> the store opens
+  read-only and every card in it equals the uninterrupted build's card of that feature;
 - ``graph-save``: ``Graph.save`` alternating two graphs onto one path -> the file loads and equals
   one of them;
 - ``prune-json``: ``tracewire prune --json`` writing over the previous export -> every JSON file
@@ -167,15 +168,18 @@ def _check_train(out: Path, good: dict[str, Any]) -> str | None:
 
 
 def _check_store(out: Path, good: dict[str, Any]) -> str | None:
+    """Every card of the (partial) store equals the uninterrupted build's card of that feature."""
+    import dataclasses
+
     from tracewire.dashboards.store import FeatureStore
 
     if not out.exists():
         return None
-    with FeatureStore(out, readonly=True) as store:
+    with FeatureStore(good["store"], readonly=True) as reference, FeatureStore(out, readonly=True) as store:
         for layer, feature in store.features():
-            card = store.card(layer, feature)
-            if card is None or not card.groups or not card.groups[0].examples:
-                return f"feature ({layer}, {feature}) has an incomplete card"
+            card, expected = store.card(layer, feature), reference.card(layer, feature)
+            if card is None or expected is None or dataclasses.asdict(card) != dataclasses.asdict(expected):
+                return f"feature ({layer}, {feature}) differs from the uninterrupted build's card"
     return None
 
 
@@ -264,6 +268,11 @@ def run_op(op: str, kills: int, work: Path, rng: random.Random) -> dict[str, Any
         import shutil
 
         shutil.rmtree(out)  # the killed runs train from scratch, resuming each other's checkpoints
+    if op == "dashboards":  # the killed builds start afresh (and resume each other); the good one is kept
+        good["store"] = out.with_name("good.sqlite")
+        out.rename(good["store"])
+        for suffix in ("-wal", "-shm"):
+            Path(str(out) + suffix).unlink(missing_ok=True)
     outcomes: list[dict[str, Any]] = []
     for kill in range(kills):
         process = _start(op, out, kill + 1)
