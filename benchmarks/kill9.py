@@ -10,11 +10,11 @@ would use it next:
 
 - ``corpus``: ``build_corpus`` over the previous corpus -> ``TokenCorpus`` opens, every window
   reads, and it is the previous corpus or the complete new one (same token count either way);
-- ``train``: a training run with checkpoints every 2 steps -> ``load_checkpoint`` validates (or
-  there is none yet), no ``config.yaml`` unless the whole set loads, and the final run resumed
-  from the last kill gives the uninterrupted run's parameters bit for bit;
-- ``dashboards``: a feature-store build (killed builds resume each other) -> the store opens
-  read-only and every card in it equals the uninterrupted build's card of that feature;
+- ``train``: a training run (from scratch each time) with checkpoints every 2 steps ->
+  ``load_checkpoint`` validates (or there is none yet), no ``config.yaml`` unless the whole set
+  loads, and the last killed run, resumed, gives the uninterrupted run's parameters bit for bit;
+- ``dashboards``: a feature-store build (from scratch each time) -> the store opens read-only and
+  every card in it equals the uninterrupted build's card of that feature;
 - ``graph-save``: ``Graph.save`` alternating two graphs onto one path -> the file loads and equals
   one of them;
 - ``prune-json``: ``tracewire prune --json`` writing over the previous export -> every JSON file
@@ -254,6 +254,20 @@ def _run_to_end(op: str, out: Path, variant: int) -> float:
     return time.perf_counter() - started
 
 
+FRESH_EACH_KILL = ("train", "dashboards")
+"""Writers whose killed runs start from nothing (else a run resuming the last kill may finish first)."""
+
+
+def _remove(out: Path) -> None:
+    import shutil
+
+    if out.is_dir():
+        shutil.rmtree(out)
+    for path in (out, Path(f"{out}-wal"), Path(f"{out}-shm")):
+        if path.is_file():
+            path.unlink()
+
+
 def run_op(op: str, kills: int, work: Path, rng: random.Random) -> dict[str, Any]:
     """One uninterrupted run, then ``kills`` killed runs over it, each followed by the check."""
     out = work / op / OUTPUT_NAME[op]
@@ -264,17 +278,13 @@ def run_op(op: str, kills: int, work: Path, rng: random.Random) -> dict[str, Any
         from tracewire.corpus import TokenCorpus
 
         good["n_tokens"] = TokenCorpus(out).n_tokens
-    if op == "train":
-        import shutil
-
-        shutil.rmtree(out)  # the killed runs train from scratch, resuming each other's checkpoints
-    if op == "dashboards":  # the killed builds start afresh (and resume each other); the good one is kept
+    if op == "dashboards":  # the killed builds start afresh; the good one is kept to compare cards with
         good["store"] = out.with_name("good.sqlite")
         out.rename(good["store"])
-        for suffix in ("-wal", "-shm"):
-            Path(str(out) + suffix).unlink(missing_ok=True)
     outcomes: list[dict[str, Any]] = []
     for kill in range(kills):
+        if op in FRESH_EACH_KILL:
+            _remove(out)
         process = _start(op, out, kill + 1)
         delay = rng.uniform(0.0, duration)
         time.sleep(delay)
