@@ -103,7 +103,9 @@ def test_node_ids_are_unique_where_the_old_scheme_collides() -> None:
     # error id "0_{layer}_{pos}" = "0_2_1" equals the feature's id.
     graph = random_graph(n_layers=3, n_pos=2, n_features=0, n_targets=1, seed=1)
     features = torch.tensor([[0, 1, 2]])
-    graph = replace(graph, features=features, activations=torch.ones(1))
+    # The new feature is node 0, so every other node (and so every edge end) moves up by one.
+    graph = replace(graph, features=features, activations=torch.ones(1),
+                    edge_targets=graph.edge_targets + 1, edge_sources=graph.edge_sources + 1)  # fmt: skip
     ids = node_ids(graph)
     assert len(set(ids)) == len(ids)
     old_error_id = f"0_{2}_{1}"

@@ -90,9 +90,10 @@ def test_cycle_is_reported() -> None:
     graph = hand_built_graph()
     cyclic = replace(
         graph,
-        edge_targets=torch.cat([graph.edge_targets, torch.tensor([4])]),
-        edge_sources=torch.cat([graph.edge_sources, torch.tensor([6])]),
-        edge_weights=torch.cat([graph.edge_weights, torch.tensor([1.0])]),
+        # features 0 and 1 feed each other (an edge into a token node is refused by Graph itself)
+        edge_targets=torch.cat([graph.edge_targets, torch.tensor([0, 1])]),
+        edge_sources=torch.cat([graph.edge_sources, torch.tensor([1, 0])]),
+        edge_weights=torch.cat([graph.edge_weights, torch.tensor([1.0, 1.0])]),
     )
     with pytest.raises(GraphFormatError, match="cycle"):
         node_influence(cyclic)

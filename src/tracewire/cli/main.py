@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from tracewire._version import __version__
+from tracewire.cli.common import set_debug, wrap_every_command
 
 app = typer.Typer(
     name="tracewire",
@@ -30,8 +31,12 @@ def main(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the full traceback of errors (normally one line) for bug reports."
+    ),
 ) -> None:
     """tracewire: see how a language model produced its next token."""
+    set_debug(debug)
 
 
 @app.command()
@@ -106,6 +111,9 @@ from tracewire.cli.qk import heads_command, qk_command  # noqa: E402
 
 app.command("qk")(qk_command)
 app.command("heads")(heads_command)
+
+# Every command prints expected errors as one line (exit code 2); ``--debug`` shows the traceback.
+wrap_every_command(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -89,7 +89,10 @@ def serve_command(
     )
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"tracewire explorer: http://{shown}:{port}/  (API: http://{shown}:{port}/api/docs)")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    from tracewire.server import serving  # limits: head timeout, connections, log budget
+
+    serving.raise_open_file_limit()
+    uvicorn.Server(serving.server_config(app, host=host, port=port)).run()
 
 
 def _steerer(model: str, transcoders: str, dtype: str, device: str) -> Steerer:

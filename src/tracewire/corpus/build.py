@@ -11,8 +11,9 @@ to the token budget and write
 - ``tokenizer/``: the tokenizer's files, so ``TokenCorpus.text_of`` works without the model;
 - ``manifest.json`` (last): model and tokenizer id, BOS policy, token counts, per-source licences.
 
-Every file is written to a temporary name and renamed, and the manifest is written last, so an
-interrupted build never looks like a finished corpus.
+The whole corpus is built in a temporary sibling folder that replaces ``out_dir`` only when it is
+complete (manifest last), so an interrupted build never looks like a finished corpus and never
+destroys the previous one.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from tracewire.atomic import atomic_write_json, atomic_write_with
+from tracewire.atomic import atomic_write_json, atomic_write_with, replace_directory
 from tracewire.corpus.packages import CorpusError, RawPackages, default_raw_dir
 from tracewire.corpus.sources import Source
 from tracewire.corpus.text import fingerprint, split_long
@@ -94,9 +95,6 @@ def build_corpus(
     """
     start_time = time.perf_counter()
     out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / MANIFEST).exists():
-        (out / MANIFEST).unlink()  # the old corpus is being replaced: never leave a stale manifest
     raw = RawPackages(raw_dir if raw_dir is not None else default_raw_dir())
     if not sources:
         raise CorpusError("no corpus sources selected")
@@ -140,9 +138,33 @@ def build_corpus(
         counts[source_index] += ids.size + 1
     for record, count in zip(records, counts.tolist()):
         record["tokens_kept"] = count
-    shards, documents = _write_shards(out, docs, bos_token_id, shard_tokens)
-    tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
-    manifest = {
+    manifest: dict[str, Any] = {}
+
+    def write(folder: Path) -> None:
+        shards, documents = _write_shards(folder, docs, bos_token_id, shard_tokens)
+        tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
+        facts = _manifest(tokenizer, bos_token_id, model_name, shards, documents, records, seed, tokens)
+        manifest.update(facts)
+        manifest["build_seconds"] = round(time.perf_counter() - start_time, 1)
+        atomic_write_json(folder / MANIFEST, manifest)
+
+    # Built in a temporary sibling and swapped in whole: a killed rebuild leaves the old corpus intact.
+    replace_directory(out, write)
+    log.info("corpus %s: %d tokens in %d documents", out, manifest["n_tokens"], manifest["n_documents"])
+    return manifest
+
+
+def _manifest(
+    tokenizer: Any,
+    bos_token_id: int,
+    model_name: str,
+    shards: list[dict[str, Any]],
+    documents: np.ndarray,
+    records: list[dict[str, Any]],
+    seed: int,
+    tokens: int | None,
+) -> dict[str, Any]:
+    return {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "model": model_name,
@@ -160,11 +182,7 @@ def build_corpus(
         "sources": records,
         "seed": seed,
         "token_budget": tokens,
-        "build_seconds": round(time.perf_counter() - start_time, 1),
     }
-    atomic_write_json(out / MANIFEST, manifest)
-    log.info("corpus %s: %d tokens in %d documents", out, manifest["n_tokens"], manifest["n_documents"])
-    return manifest
 
 
 def _source_texts(
@@ -250,7 +268,5 @@ def _write_shards(
                 flush()
         position += ids.size + 1
     flush()
-    for stale in sorted(out.glob("tokens-*.npy"))[len(shards) :]:
-        stale.unlink()
     atomic_save_npy(out / DOCUMENTS, documents)
     return shards, documents

@@ -10,8 +10,8 @@ is what makes training data positions resumable and dashboards reproducible.
 from __future__ import annotations
 
 import bisect
-import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +24,51 @@ from torch import Tensor
 from tracewire.corpus.build import DOCUMENTS, FORMAT, MANIFEST, TOKENIZER_DIR
 from tracewire.corpus.packages import CorpusError
 from tracewire.errors import InvalidArgumentError
+from tracewire.limits import read_json_object, require_regular_file
+
+_SHARD_NAME = re.compile(r"^tokens-\d{5,}\.npy$")
+_MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "shards": list,
+    "sources": list,
+    "n_tokens": int,
+    "n_documents": int,
+    "vocab_size": int,
+    "bos_token_id": int,
+    "model": str,
+}
+
+
+def _field(entry: Any, key: str, kind: type | tuple[type, ...], path: Path, prefix: str = "") -> Any:
+    value = entry.get(key) if isinstance(entry, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool) or (isinstance(value, int) and value < 0):
+        raise CorpusError(f"{path}: field '{prefix}{key}' is {value!r}; expected {_kind_name(kind)}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {list: "a list", int: "a non-negative integer", str: "a string"}
+    return " or ".join(names.get(k, k.__name__) for k in (kind if isinstance(kind, tuple) else (kind,)))
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """``manifest.json``, with the fields the reader relies on checked (never trusted blindly)."""
+    manifest = read_json_object(path, what="corpus manifest", error=CorpusError)
+    if manifest.get("format") != FORMAT:
+        raise CorpusError(f"{path}: field 'format' is {manifest.get('format')!r}, expected {FORMAT!r}")
+    for key, kind in _MANIFEST_FIELDS.items():
+        _field(manifest, key, kind, path)
+    for number, source in enumerate(manifest["sources"]):
+        _field(source, "name", str, path, f"sources[{number}].")
+    return manifest
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    """A memory-mapped ``.npy`` (regular files only: a FIFO would block ``np.load`` forever)."""
+    require_regular_file(path, what=what, error=CorpusError)
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:  # numpy header parsing raises ValueError, SyntaxError, TokenError, ...
+        raise CorpusError(f"{path}: unreadable {what} ({type(exc).__name__}: {exc})") from exc
 
 
 class TokenCorpus:
@@ -34,32 +79,59 @@ class TokenCorpus:
         path = self.directory / MANIFEST
         if not path.exists():
             raise CorpusError(f"{path}: no corpus manifest (build one with 'tracewire corpus build')")
-        try:
-            self.manifest: dict[str, Any] = json.loads(path.read_text("utf-8"))
-        except json.JSONDecodeError as exc:
-            raise CorpusError(f"{path}: not valid JSON ({exc})") from exc
-        if self.manifest.get("format") != FORMAT:
-            raise CorpusError(
-                f"{path}: field 'format' is {self.manifest.get('format')!r}, expected {FORMAT!r}"
-            )
+        self.manifest: dict[str, Any] = _read_manifest(path)
         self._shards: list[np.ndarray] = []
         self._starts: list[int] = []
         position = 0
-        for entry in self.manifest["shards"]:
-            shard_path = self.directory / entry["file"]
-            try:
-                array = np.load(shard_path, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise CorpusError(f"{shard_path}: unreadable token shard ({exc})") from exc
-            if array.dtype != np.uint32 or array.ndim != 1 or array.size != entry["n_tokens"]:
+        for number, entry in enumerate(self.manifest["shards"]):
+            shard_path = self.directory / _field(entry, "file", str, path, f"shards[{number}].")
+            declared = _field(entry, "n_tokens", int, path, f"shards[{number}].")
+            if not _SHARD_NAME.match(shard_path.name) or shard_path.parent != self.directory:
+                raise CorpusError(f"{path}: shards[{number}].file {entry['file']!r} is not a shard name")
+            array = _load_npy(shard_path, "token shard")
+            if array.dtype != np.uint32 or array.ndim != 1 or array.size != declared:
                 raise CorpusError(
-                    f"{shard_path}: expected {entry['n_tokens']} uint32 tokens, "
+                    f"{shard_path}: expected {declared} uint32 tokens, "
                     f"found {array.size} {array.dtype} of shape {array.shape}"
                 )
             self._shards.append(array)
             self._starts.append(position)
             position += array.size
         self.n_tokens = position
+        self._check_consistency(path)
+
+    def _check_consistency(self, path: Path) -> None:
+        """Totals, token ids and the document table agree with the manifest (cheap on mmaps)."""
+        manifest = self.manifest
+        if manifest["n_tokens"] != self.n_tokens:
+            raise CorpusError(
+                f"{path}: field 'n_tokens' is {manifest['n_tokens']}; the shards hold {self.n_tokens}"
+            )
+        vocab = manifest["vocab_size"]
+        for shard_path, array in zip((e["file"] for e in manifest["shards"]), self._shards):
+            if array.size and int(array.max()) >= vocab:
+                raise CorpusError(
+                    f"{self.directory / shard_path}: token id {int(array.max())} >= vocab_size {vocab}"
+                )
+        if not 0 <= manifest["bos_token_id"] < vocab:
+            raise CorpusError(f"{path}: bos_token_id {manifest['bos_token_id']} outside the vocabulary")
+        documents = _load_npy(self.directory / DOCUMENTS, "document table")
+        n_docs = manifest["n_documents"]
+        if documents.dtype != np.int64 or documents.shape != (n_docs, 3):
+            raise CorpusError(
+                f"{self.directory / DOCUMENTS}: expected int64 [{n_docs}, 3] (n_documents of the manifest), "
+                f"found {documents.dtype} {documents.shape}"
+            )
+        if n_docs and (
+            int(documents[:, 0].min()) < 0
+            or int(documents[:, 0].max()) >= max(self.n_tokens, 1)
+            or int(documents[:, 2].min()) < 0
+            or int(documents[:, 2].max()) >= len(manifest["sources"])
+        ):
+            raise CorpusError(
+                f"{self.directory / DOCUMENTS}: token offsets or source indices outside the corpus"
+            )
+        self.__dict__["documents"] = documents  # the cached_property, already read and checked
 
     # ----------------------------------------------------------------- facts
 
@@ -77,8 +149,8 @@ class TokenCorpus:
 
     @cached_property
     def documents(self) -> np.ndarray:
-        """``[n_docs, 3]`` int64: (first token, token count, source index)."""
-        return np.load(self.directory / DOCUMENTS, mmap_mode="r", allow_pickle=False)
+        """``[n_docs, 3]`` int64: (first token, token count, source index); read and checked on open."""
+        return _load_npy(self.directory / DOCUMENTS, "document table")
 
     def source_at(self, position: int) -> str:
         """Name of the source whose document holds stored token ``position``."""

@@ -13,27 +13,34 @@ lookup of the token strings it uses; it takes well under a millisecond on a warm
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
 from tracewire.dashboards.card import Example, ExampleGroup, FeatureCard
 from tracewire.dashboards.schema import FORMAT, SCHEMA_VERSION, TABLES
 from tracewire.errors import TracewireError
+from tracewire.limits import require_regular_file
 
 log = logging.getLogger(__name__)
 
 _MAX_SQL_PARAMS = 900  # below SQLite's historical limit of 999 bound parameters
+QUERY_TIME_LIMIT_S = 10.0
+"""Longest one read may run before it is stopped (a card takes well under a millisecond)."""
+TABLE_NAMES = ("meta", "vocab", "features", "examples", "labels")
 
 
 class FeatureStoreError(TracewireError):
@@ -78,6 +85,33 @@ class FeatureRecord:
     examples: ExampleRows
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+_DAMAGE = (sqlite3.DatabaseError, ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
+"""What decoding a damaged or crafted row raises (bad blobs, JSON, group or token references)."""
+
+
+def _guarded_read(
+    method: Callable[Concatenate[FeatureStore, P], R],
+) -> Callable[Concatenate[FeatureStore, P], R]:
+    """Run a read under the query time limit; a damaged row becomes a FeatureStoreError naming the file."""
+
+    @functools.wraps(method)
+    def wrapper(self: FeatureStore, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            with self._time_limited():
+                return method(self, *args, **kwargs)
+        except FeatureStoreError:
+            raise
+        except _DAMAGE as exc:
+            raise FeatureStoreError(
+                f"{self.path}: damaged feature store: {method.__name__.strip('_')} failed "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+
+    return wrapper
+
+
 def _blob(array: np.ndarray, dtype: str) -> bytes:
     return np.ascontiguousarray(array, dtype=dtype).tobytes()
 
@@ -96,17 +130,26 @@ class FeatureStore:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, readonly: bool = False, timeout: float = 60.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        timeout: float = 60.0,
+        query_time_limit: float = QUERY_TIME_LIMIT_S,
     ) -> None:
         self.path = Path(path).expanduser()
         self.readonly = readonly
+        self.query_time_limit = query_time_limit
+        self._deadline = math.inf
         self._lock = threading.RLock()
         self._token_text: dict[int, str] = {}
         self._meta: dict[str, Any] | None = None
-        if readonly and not self.path.is_file():
+        if readonly and not self.path.exists():
             raise FeatureStoreError(
                 f"{self.path}: no feature store there (build one with 'tracewire dashboards')"
             )
+        if self.path.exists():  # a FIFO or device would block SQLite's open
+            require_regular_file(self.path, what="feature store", error=FeatureStoreError)
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         target = self.path.resolve().as_uri() + ("?mode=ro" if readonly else "")
@@ -116,9 +159,13 @@ class FeatureStore:
             )
         except sqlite3.Error as exc:
             raise FeatureStoreError(f"{self.path}: cannot open as SQLite ({exc})") from exc
+        # A crafted file (a recursive view, a huge join) must not hang a reader: every read runs
+        # under a time limit, checked by SQLite's progress handler every few thousand steps.
+        self._db.set_progress_handler(self._over_time, 2000)
         try:
-            self._open()
-        except sqlite3.DatabaseError as exc:
+            with self._time_limited():
+                self._open()
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             self._db.close()
             raise FeatureStoreError(f"{self.path}: not a readable SQLite feature store ({exc})") from exc
         except BaseException:
@@ -127,21 +174,51 @@ class FeatureStore:
 
     # ----------------------------------------------------------------- opening
 
+    def _over_time(self) -> int:
+        return 1 if time.monotonic() > self._deadline else 0
+
+    @contextmanager
+    def _time_limited(self) -> Iterator[None]:
+        """Abort (``sqlite3.OperationalError: interrupted``) SQL that runs past ``query_time_limit``."""
+        with self._lock:
+            outer = self._deadline
+            if outer == math.inf:
+                self._deadline = time.monotonic() + self.query_time_limit
+            try:
+                yield
+            except sqlite3.OperationalError as exc:
+                if "interrupted" in str(exc):
+                    raise FeatureStoreError(
+                        f"{self.path}: a query ran longer than {self.query_time_limit:g} s and was stopped "
+                        "(a damaged or crafted store?)"
+                    ) from exc
+                raise
+            finally:
+                self._deadline = outer
+
     def _open(self) -> None:
-        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not tables:
+        kinds = dict(self._db.execute("SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view')"))
+        if not kinds:
             if self.readonly:
                 raise FeatureStoreError(f"{self.path}: an empty database, not a feature store")
             self._create()
             return
-        if "meta" not in tables:
+        if kinds.get("meta") != "table":
             raise FeatureStoreError(
-                f"{self.path}: not a tracewire feature store (no 'meta' table; tables: {sorted(tables)})"
+                f"{self.path}: not a tracewire feature store (no 'meta' table; tables: {sorted(kinds)})"
             )
+        not_tables = sorted(name for name in TABLE_NAMES if kinds.get(name, "table") != "table")
+        if not_tables:
+            raise FeatureStoreError(f"{self.path}: {', '.join(not_tables)} must be tables, not views")
         meta = self._read_meta()
         if meta.get("format") != FORMAT:
             raise FeatureStoreError(
                 f"{self.path}: meta 'format' is {meta.get('format')!r}, expected {FORMAT!r}"
+            )
+        missing = sorted(name for name in TABLE_NAMES if name not in kinds)
+        if missing:
+            raise FeatureStoreError(
+                f"{self.path}: not a complete feature store (no table {', '.join(missing)})"
             )
         version = meta.get("schema_version")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
@@ -169,6 +246,7 @@ class FeatureStore:
             )
         log.info("created feature store %s (schema version %d)", self.path, SCHEMA_VERSION)
 
+    @_guarded_read
     def _read_meta(self) -> dict[str, Any]:
         meta = {}
         for key, value in self._db.execute("SELECT key, value FROM meta"):
@@ -221,18 +299,21 @@ class FeatureStore:
 
     # ----------------------------------------------------------------- reading
 
+    @_guarded_read
     def features(self) -> list[tuple[int, int]]:
         """Every (layer, feature) with a card, sorted."""
         with self._lock:
             rows = self._db.execute("SELECT layer, feature FROM features ORDER BY layer, feature").fetchall()
         return [(int(layer), int(feature)) for layer, feature in rows]
 
+    @_guarded_read
     def existing(self, layer: int) -> np.ndarray:
         """Feature ids of ``layer`` that already have a card (int64, sorted)."""
         with self._lock:
             rows = self._db.execute("SELECT feature FROM features WHERE layer = ? ORDER BY feature", (layer,))
             return np.asarray([r[0] for r in rows.fetchall()], dtype=np.int64)
 
+    @_guarded_read
     def __contains__(self, key: tuple[int, int]) -> bool:
         with self._lock:
             row = self._db.execute(
@@ -240,6 +321,7 @@ class FeatureStore:
             ).fetchone()
         return row is not None
 
+    @_guarded_read
     def card(self, layer: int, feature: int) -> FeatureCard | None:
         """The card of feature ``feature`` of layer ``layer``, or None if the store has none."""
         key = (int(layer), int(feature))
@@ -285,10 +367,13 @@ class FeatureStore:
         grouped: list[list[Example]] = [[] for _ in groups_spec]
         seen: set[int] = set()
         for (grp, _rank, position, center, activation, _ids, acts), ids in decoded:
+            example_acts = _array(acts, "<f4")
+            if not (np.isfinite(example_acts).all() and math.isfinite(float(activation))):
+                raise ValueError(f"feature {key}: non-finite example activations")
             example = Example(
                 tokens=[text[i] for i in ids.tolist()],
                 token_ids=ids.tolist(),
-                acts=_array(acts, "<f4").tolist(),
+                acts=example_acts.tolist(),
                 center=int(center),
                 activation=float(activation),
                 position=int(position),
@@ -296,6 +381,13 @@ class FeatureStore:
             )
             seen.add(int(position))
             grouped[grp].append(example)
+        numbers = [float(count), float(n_tokens), float(act_min), float(act_max), float(act_sum)]
+        if not all(math.isfinite(v) for v in numbers):
+            raise ValueError(f"feature {key}: non-finite statistics {numbers}")
+        for name, blob in (("quantile_values", quantiles), ("top_logit_values", top_values),
+                           ("bottom_logit_values", bottom_values)):  # fmt: skip
+            if not np.isfinite(_array(blob, "<f4")).all():
+                raise ValueError(f"feature {key}: non-finite {name}")
         return FeatureCard(
             layer=key[0],
             feature=key[1],
@@ -347,6 +439,7 @@ class FeatureStore:
                     (*key, text.strip(), datetime.now(UTC).isoformat(timespec="seconds")),
                 )
 
+    @_guarded_read
     def labels(self) -> dict[tuple[int, int], str]:
         """Effective label per feature (user label, else the automatic one), in the mapping form
         ``to_neuronpedia_json(feature_labels=...)`` takes. Features without any label are left out."""
@@ -390,6 +483,7 @@ class FeatureStore:
                 f"{self.path} holds cards of another build ({details}); write to a new file instead"
             )
 
+    @_guarded_read
     def has_vocab(self) -> bool:
         with self._lock:
             return self._db.execute("SELECT 1 FROM vocab LIMIT 1").fetchone() is not None

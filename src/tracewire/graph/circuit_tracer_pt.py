@@ -29,8 +29,10 @@ from typing import Any, BinaryIO
 
 import torch
 
-from tracewire.errors import GraphFormatError
+from tracewire.errors import GraphFormatError, ResourceLimitError
 from tracewire.graph.graph import Graph
+from tracewire.graph.neuronpedia_import import MAX_TARGET_VECTOR_VALUES
+from tracewire.limits import MAX_D_MODEL, MAX_LAYERS, bounded_count, require_regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -128,12 +130,19 @@ def load_circuit_tracer_pt(path: str | os.PathLike[str], *, tokenizer: Any | Non
     not in the file and come back as zeros of width ``cfg.d_model``.
     """
     name = os.fspath(path)
-    if not Path(name).is_file():
+    if not Path(name).exists():
         raise FileNotFoundError(f"graph file {name} does not exist")
+    require_regular_file(name, what="graph file", error=GraphFormatError)
     raw = _load(name)
     if not isinstance(raw, Mapping):
         raise GraphFormatError(f"{name}: holds a {type(raw).__name__}; expected circuit-tracer's graph dict")
-    return _convert(raw, name, tokenizer)
+    try:
+        return _convert(raw, name, tokenizer)
+    except (IndexError, RuntimeError, TypeError, ValueError, OverflowError) as exc:
+        # Tensors of the wrong dtype or indices out of range surface as torch errors; name the file.
+        raise GraphFormatError(
+            f"{name}: inconsistent circuit-tracer graph ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _load(name: str) -> Any:
@@ -180,7 +189,9 @@ def _convert(raw: Mapping[str, Any], name: str, tokenizer: Any | None) -> Graph:
             f"{name}: 'adjacency_matrix' has shape {tuple(adjacency.shape)}; expected square"
         )
     n_layers = config.get("n_layers")
-    if not isinstance(n_layers, int):
+    if isinstance(n_layers, int) and not isinstance(n_layers, bool):
+        bounded_count(n_layers, name="cfg.n_layers", where=name, limit=MAX_LAYERS)
+    else:
         n_layers, remainder = divmod(n_nodes - n_features - n_pos - n_targets, n_pos) if n_pos else (0, 1)
         if remainder:
             raise GraphFormatError(
@@ -197,7 +208,14 @@ def _convert(raw: Mapping[str, Any], name: str, tokenizer: Any | None) -> Graph:
     labels, target_ids = _targets(raw, name, n_targets, vocab_size, tokenizer)
     edge_targets, edge_sources = torch.nonzero(adjacency, as_tuple=True)
     d_model_value = config.get("d_model")
-    d_model = d_model_value if isinstance(d_model_value, int) else 0
+    d_model = 0
+    if isinstance(d_model_value, int) and not isinstance(d_model_value, bool):
+        d_model = bounded_count(d_model_value, name="cfg.d_model", where=name, limit=MAX_D_MODEL)
+    if n_targets * d_model > MAX_TARGET_VECTOR_VALUES:
+        raise ResourceLimitError(
+            f"{name}: {n_targets} targets x cfg.d_model={d_model} exceeds {MAX_TARGET_VECTOR_VALUES} "
+            "target-vector values; refused before allocating"
+        )
     scan = raw.get("scan")
     metadata: dict[str, Any] = {
         "source_format": "circuit-tracer-pt",

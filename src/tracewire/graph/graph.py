@@ -39,6 +39,7 @@ from safetensors.torch import save as safetensors_save
 
 from tracewire.atomic import atomic_write_bytes
 from tracewire.errors import GraphFormatError
+from tracewire.limits import MAX_LAYERS, require_regular_file
 
 FORMAT_NAME = "tracewire-graph"
 FORMAT_VERSION = 1
@@ -333,8 +334,9 @@ class Graph:
         tensors of the wrong shape or dtype. A missing file raises FileNotFoundError.
         """
         name = os.fspath(path)
-        if not Path(name).is_file():
+        if not Path(name).exists():
             raise FileNotFoundError(f"graph file {name} does not exist")
+        require_regular_file(name, what="graph file", error=GraphFormatError)
         try:
             with safe_open(name, framework="pt") as reader:
                 header = reader.metadata() or {}
@@ -419,6 +421,30 @@ def _check_header_types(name: str, values: dict[str, Any]) -> None:
             raise GraphFormatError(f"{name}: header field {key!r} must be a list of strings")
 
 
+def _direction_problems(graph: Graph) -> Iterator[str]:
+    """Errors and tokens are sources only, targets sinks only.
+
+    This is also what catches an ``n_layers`` that disagrees with the node arrays: every error,
+    token and target index depends on it, so an off-by-one turns edges into target nodes into
+    edges into tokens (or out of range).
+    """
+    sinks_as_sources = graph.edge_sources >= graph.target_offset
+    if bool(sinks_as_sources.any()):
+        first = int(graph.edge_sources[sinks_as_sources][0])
+        yield (
+            f"field 'edge_sources' has target node {first} as a source; targets are sinks only "
+            f"(is n_layers={graph.n_layers} consistent with the node arrays?)"
+        )
+    targets = graph.edge_targets
+    sources_as_sinks = (targets >= graph.error_offset) & (targets < graph.target_offset)
+    if bool(sources_as_sinks.any()):
+        first = int(targets[sources_as_sinks][0])
+        yield (
+            f"field 'edge_targets' has error/token node {first} as a target; errors and tokens are "
+            f"sources only (is n_layers={graph.n_layers} consistent with the node arrays?)"
+        )
+
+
 def _problems(graph: Graph) -> Iterator[str]:
     """Yield descriptions of what is wrong with ``graph`` (the first one is raised)."""
     tensor_specs: dict[str, tuple[int, bool]] = {  # name -> (ndim, integer?)
@@ -448,6 +474,9 @@ def _problems(graph: Graph) -> Iterator[str]:
             return
     if not isinstance(graph.n_layers, int) or isinstance(graph.n_layers, bool) or graph.n_layers < 0:
         yield f"field 'n_layers' is {graph.n_layers!r}; expected a non-negative int"
+        return
+    if graph.n_layers > MAX_LAYERS:  # checked before anything sized n_layers * n_pos is built
+        yield f"field 'n_layers' is {graph.n_layers}; expected at most {MAX_LAYERS}"
         return
     if not isinstance(graph.metadata, dict):
         yield f"field 'metadata' is {type(graph.metadata).__name__}; expected a dict"
@@ -494,10 +523,11 @@ def _problems(graph: Graph) -> Iterator[str]:
             low, high = int(indices.min()), int(indices.max())
             if low < 0 or high >= n_nodes:
                 yield f"field {name!r} has node indices {low}..{high}; expected 0..{n_nodes - 1}"
-        if not bool(torch.isfinite(graph.edge_weights).all()):
-            yield "field 'edge_weights' contains NaN or infinite values"
-    if n_targets and not bool(torch.isfinite(graph.target_probabilities).all()):
-        yield "field 'target_probabilities' contains NaN or infinite values"
+        yield from _direction_problems(graph)
+    for name in _FLOAT_FIELDS:
+        values = getattr(graph, name)
+        if values.numel() and not bool(torch.isfinite(values).all()):
+            yield f"field {name!r} contains NaN or infinite values"
     for name in ("tokens", "target_token_ids"):
         values = getattr(graph, name)
         if values.numel() and int(values.min()) < -1:

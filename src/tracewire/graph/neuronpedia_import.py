@@ -10,8 +10,8 @@ unmodified imported graph back exactly as it came.
 
 from __future__ import annotations
 
-import gzip
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from tracewire.errors import GraphFormatError
+from tracewire.errors import GraphFormatError, ResourceLimitError
 from tracewire.graph.graph import Graph
 from tracewire.graph.neuronpedia_ids import (
     EMBEDDING_TYPE,
@@ -31,29 +31,39 @@ from tracewire.graph.neuronpedia_ids import (
     embedding_token_id,
     feature_key,
 )
+from tracewire.limits import MAX_D_MODEL, MAX_LAYERS, bounded_count, read_maybe_gzip
+
+MAX_JSON_BYTES = 256 * 1024 * 1024
+"""Default cap on a graph JSON's size, compressed and decompressed."""
+MAX_TARGET_VECTOR_VALUES = 1 << 26
+"""Cap on ``n_targets * d_model`` (the zero target vectors an import allocates)."""
 
 
-def from_neuronpedia_json(source: str | os.PathLike[str] | Mapping[str, Any]) -> Graph:
+def from_neuronpedia_json(
+    source: str | os.PathLike[str] | Mapping[str, Any], *, max_bytes: int = MAX_JSON_BYTES
+) -> Graph:
     """A Graph from a Neuronpedia graph JSON (a path to ``.json`` / ``.json.gz``, or the parsed dict).
 
     See the module docstring for what the JSON cannot give back. Raises GraphFormatError naming
     the file and the node or link at fault for malformed input, including duplicate node ids
     (e.g. circuit-tracer's old colliding error ids).
     """
-    document, name = _read_document(source)
+    document, name = _read_document(source, max_bytes)
     return _GraphBuilder(document, name).build()
 
 
-def _read_document(source: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+def _read_document(
+    source: str | os.PathLike[str] | Mapping[str, Any], max_bytes: int
+) -> tuple[Mapping[str, Any], str]:
     if isinstance(source, Mapping):
         return source, "graph JSON"
     name = os.fspath(source)
-    raw = Path(name).read_bytes()
+    if not Path(name).exists():
+        raise FileNotFoundError(f"graph file {name} does not exist")
+    raw = read_maybe_gzip(name, max_bytes=max_bytes, decompressed_limit=max_bytes, error=GraphFormatError)
     try:
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
         document = json.loads(raw.decode("utf-8"))
-    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise GraphFormatError(f"{name}: not a readable graph JSON ({type(exc).__name__}: {exc})") from exc
     if not isinstance(document, Mapping):
         raise GraphFormatError(f"{name}: top level is {type(document).__name__}; expected an object")
@@ -102,7 +112,7 @@ class _GraphBuilder:
         indices = self._node_indices(nodes, n_layers)
         edge_targets, edge_sources, edge_weights = self._edges(self._id_map(indices))
         n_pos, n_targets = len(self.prompt_tokens), len(nodes.targets)
-        d_model = self.metadata.get("d_model", 0)
+        d_model = self._d_model(n_targets)
         graph_metadata: dict[str, Any] = {
             "source_format": "neuronpedia-json",
             "scan": self.metadata.get("scan"),
@@ -129,12 +139,25 @@ class _GraphBuilder:
             target_labels=[label for _, _, label in nodes.targets],
             target_token_ids=torch.tensor([vocab for vocab, _, _ in nodes.targets], dtype=torch.long),
             target_probabilities=_float_tensor([prob for _, prob, _ in nodes.targets]),
-            target_vectors=torch.zeros(n_targets, d_model if isinstance(d_model, int) else 0),
+            target_vectors=torch.zeros(n_targets, d_model),
             edge_targets=torch.tensor(edge_targets, dtype=torch.long),
             edge_sources=torch.tensor(edge_sources, dtype=torch.long),
             edge_weights=_float_tensor(edge_weights),
             metadata=graph_metadata,
         )
+
+    def _d_model(self, n_targets: int) -> int:
+        """``metadata.d_model`` (0 when absent), bounded before the zero target vectors are made."""
+        value = self.metadata.get("d_model", 0)
+        if not isinstance(value, int) or isinstance(value, bool):
+            return 0
+        d_model = bounded_count(value, name="metadata.d_model", where=self.name, limit=MAX_D_MODEL)
+        if n_targets * d_model > MAX_TARGET_VECTOR_VALUES:
+            raise ResourceLimitError(
+                f"{self.name}: {n_targets} logit nodes x metadata.d_model={d_model} exceeds "
+                f"{MAX_TARGET_VECTOR_VALUES} target-vector values; refused before allocating"
+            )
+        return d_model
 
     def _read_nodes(self) -> _Nodes:
         """Sort the JSON nodes by kind, in the order they appear."""
@@ -162,7 +185,7 @@ class _GraphBuilder:
                 nodes.top_layer = max(nodes.top_layer, layer)
                 nodes.features.append((layer, pos, feature))
                 activation = node.get("activation")
-                nodes.activations.append(float(activation) if isinstance(activation, int | float) else 0.0)
+                nodes.activations.append(_number(activation, f"nodes[{number}].activation", self.name))
                 if node.get("clerp"):
                     nodes.clerps[f"{layer}_{feature}"] = str(node["clerp"])
                 nodes.kinds.append(("feature", len(nodes.features) - 1))
@@ -171,6 +194,10 @@ class _GraphBuilder:
     def _n_layers(self, nodes: _Nodes) -> int:
         """Logits sit at layer n_layers + 1; without logits, one above the highest node layer."""
         n_layers = max(nodes.logit_layers) - 1 if nodes.logit_layers else nodes.top_layer + 1
+        if n_layers > MAX_LAYERS:
+            raise ResourceLimitError(
+                f"{self.name}: node layers imply {n_layers} model layers; at most {MAX_LAYERS} are supported"
+            )
         if len(nodes.logit_layers) > 1 or n_layers <= nodes.top_layer:
             raise GraphFormatError(
                 f"{self.name}: logit nodes have layers {sorted(nodes.logit_layers)}; expected one layer "
@@ -231,15 +258,18 @@ class _GraphBuilder:
         try:
             if isinstance(value, bool):
                 raise ValueError
-            return int(value)
-        except (TypeError, ValueError):
+            number = int(value)
+            if abs(number) > _MAX_ID:
+                raise ValueError
+            return number
+        except (TypeError, ValueError, OverflowError):
             raise GraphFormatError(
                 f"{self.name}: nodes[{number}].{key} is {value!r}; expected an integer"
             ) from None
 
     def _token_id(self, node: Mapping[str, Any]) -> int:
         token_id = embedding_token_id(node.get("node_id", ""))
-        return -1 if token_id is None else token_id
+        return token_id if token_id is not None and 0 <= token_id <= _MAX_ID else -1
 
     def _feature_key(self, node: Mapping[str, Any], number: int) -> tuple[int, int]:
         """(layer, feature id) from the node id ``layer_feature_pos``, else by un-pairing ``feature``."""
@@ -248,7 +278,7 @@ class _GraphBuilder:
         if key is not None and key[0] == layer:
             return key
         feature = node.get("feature")
-        if isinstance(feature, int) and feature >= 0:
+        if isinstance(feature, int) and 0 <= feature <= _MAX_ID:
             paired_layer, feature_id = cantor_unpair(feature)
             if paired_layer == layer:
                 return layer, feature_id
@@ -265,7 +295,7 @@ class _GraphBuilder:
         clerp = str(node.get("clerp", ""))
         match = LOGIT_CLERP.match(clerp)
         label = match.group("label") if match else clerp
-        return vocab, float(probability) if isinstance(probability, int | float) else 0.0, label
+        return vocab, _number(probability, f"nodes[{number}].token_prob", self.name), label
 
     def _id_map(self, indices: list[int]) -> dict[str, int]:
         id_to_index: dict[str, int] = {}
@@ -301,8 +331,25 @@ class _GraphBuilder:
                 raise GraphFormatError(
                     f"{self.name}: links[{number}].weight is {weight!r}; expected a number"
                 )
-            weights.append(float(weight))
+            weights.append(_number(weight, f"links[{number}].weight", self.name))
         return targets, sources, weights
+
+
+_MAX_ID = 1 << 62
+"""Largest integer (layer, position, feature or token id) an import accepts: fits int64."""
+
+
+def _number(value: Any, where: str, name: str) -> float:
+    """A JSON number as a finite float (absent or non-numeric: 0.0, as the exporter writes)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return 0.0
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise GraphFormatError(f"{name}: {where} is {value!r}; expected a finite number")
+    return number
 
 
 def _float_tensor(values: list[float]) -> torch.Tensor:

@@ -23,13 +23,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from tracewire.atomic import atomic_write_bytes
-from tracewire.errors import GraphFormatError, InvalidArgumentError
+from tracewire.errors import GraphFormatError, InvalidArgumentError, ResourceLimitError
 from tracewire.graph.graph import Graph
 from tracewire.graph.neuronpedia import dumps, from_neuronpedia_json, to_neuronpedia_json
 from tracewire.graph.neuronpedia_ids import IMPORT_KEY, node_ids
 from tracewire.graph.pruning import prune_graph
 from tracewire.graph.scores import ScoreContext
 from tracewire.graph.scores import finite_or_none as _finite
+from tracewire.limits import read_maybe_gzip
 from tracewire.server.graph_files import GraphDirectory, GraphFile
 from tracewire.server.graph_view import GraphView, finite_or_null
 from tracewire.server.kept_nodes import keep_nodes, kept_positions
@@ -134,7 +135,10 @@ class LoadedGraph:
         with self._lock:
             if self._graph is None:
                 assert self._document is not None
-                self._graph = from_neuronpedia_json(self._document)
+                try:
+                    self._graph = from_neuronpedia_json(self._document)
+                except ResourceLimitError as exc:  # answered like any other bad file
+                    raise GraphFormatError(str(exc)) from exc
             return self._graph
 
     def node_indices(self, ids: Sequence[str]) -> list[int]:
@@ -266,14 +270,21 @@ class GraphStore:
             return stored
 
 
+MAX_SERVED_BYTES = 64 * 1024 * 1024
+"""Largest graph JSON the server parses, as stored and after decompression (a gzip bomb stops here)."""
+
+
 def read_document(file: GraphFile) -> dict[str, Any]:
     """A Neuronpedia JSON file (``.json`` or ``.json.gz``) as a dict; GraphFormatError if it is not."""
-    raw = file.path.read_bytes()
     try:
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+        raw = read_maybe_gzip(
+            file.path, max_bytes=MAX_SERVED_BYTES, decompressed_limit=MAX_SERVED_BYTES, error=GraphFormatError
+        )
+    except ResourceLimitError as exc:
+        raise GraphFormatError(f"{file.path.name}: {exc}") from exc
+    try:
         document = json.loads(raw.decode("utf-8"))
-    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise GraphFormatError(
             f"{file.path.name}: not a readable graph JSON ({type(exc).__name__}: {exc})"
         ) from exc

@@ -5,12 +5,18 @@
 - A request that sends a body to the JSON API must say ``Content-Type: application/json``, else
   415. Browsers send cross-site *simple* requests (HTML forms, ``text/plain`` fetches) without a
   CORS preflight; requiring JSON means another web page cannot make this server write a file.
+- A request body must arrive within ``BODY_TIMEOUT_S`` (408 otherwise).
 - Only the configured host names are answered (421 otherwise): a web page that re-binds its own
   DNS name to 127.0.0.1 (DNS rebinding) still sends its own name in ``Host``.
+- A state-changing request (POST, PUT, PATCH, DELETE) from another origin gets 403: browsers
+  send ``Origin`` (and ``Sec-Fetch-Site``) with such requests, and a page of another site must
+  not write files here even if a future browser or plugin lets it send JSON. Clients that send
+  neither header (curl, scripts, tests) are not browsers acting for another site and pass.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
@@ -24,6 +30,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+BODY_TIMEOUT_S = 30.0
+"""Seconds a request body may take to arrive (a body dribbled byte by byte would hold a task forever)."""
+_WRITE_METHODS = _BODY_METHODS | {"DELETE"}
+_SAME_SITE_FETCH = frozenset({"same-origin", "none"})
 
 
 class RequestGuard:
@@ -54,6 +64,10 @@ class RequestGuard:
                     421,
                     f"host {host!r} is not served here (allowed: {', '.join(sorted(self.allowed_hosts))})",
                 )
+        if scope["method"] in _WRITE_METHODS:
+            cross = _cross_origin(headers)
+            if cross is not None:
+                return 403, cross
         length = headers.get("content-length")
         if length is not None:
             if not length.isdigit():
@@ -72,17 +86,44 @@ class RequestGuard:
 
     def _counting(self, receive: Receive) -> Receive:
         received = 0
+        body_done = False
+        deadline: float | None = None
 
         async def counted() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done, deadline
+            if body_done:  # after the body only a disconnect can come: wait as long as it takes
+                return await receive()
+            loop = asyncio.get_running_loop()
+            deadline = deadline if deadline is not None else loop.time() + BODY_TIMEOUT_S
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise HTTPException(408, f"request body not received within {BODY_TIMEOUT_S:g} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     raise HTTPException(413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         return counted
+
+
+def _cross_origin(headers: dict[str, str]) -> str | None:
+    """Why a state-changing request comes from another origin, or None when it does not."""
+    fetch_site = headers.get("sec-fetch-site", "").strip().lower()
+    if fetch_site and fetch_site not in _SAME_SITE_FETCH:
+        return f"cross-origin write refused (Sec-Fetch-Site: {fetch_site})"
+    origin = headers.get("origin")
+    if origin is None:
+        return None
+    host = headers.get("host", "").strip().lower()
+    scheme, _, authority = origin.strip().lower().partition("://")
+    if scheme not in {"http", "https"} or authority != host:
+        return f"cross-origin write refused (Origin {origin!r} is not this server, {host!r})"
+    return None
 
 
 def _host_name(host: str) -> str:

@@ -21,7 +21,8 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
 from tracewire.atomic import atomic_write_bytes
-from tracewire.errors import InvalidArgumentError
+from tracewire.errors import CheckpointError
+from tracewire.limits import check_finite, read_json_object, require_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,17 @@ def load_optimizer_tensors(
 
 
 def save_checkpoint(directory: Path, step: int, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
-    """Write checkpoint ``step`` and point ``latest.json`` at it; older ones beyond ``KEEP`` are removed."""
+    """Write checkpoint ``step`` and point ``latest.json`` at it; older ones beyond ``KEEP`` are removed.
+
+    The state JSON carries a manifest (name -> shape, dtype) of the tensors file, so a load can
+    tell a checkpoint that is whole from one whose files were mixed up or damaged.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    stem = f"step-{step:08d}"
+    stem = _stem(step)
     payload = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    manifest = {k: {"shape": list(v.shape), "dtype": _dtype_name(v)} for k, v in payload.items()}
     atomic_write_bytes(directory / f"{stem}.safetensors", safetensors_bytes(payload))
-    _write_json(directory / f"{stem}.json", {"step": step, **state})
+    _write_json(directory / f"{stem}.json", {"step": step, **state, MANIFEST_KEY: manifest})
     _write_json(directory / LATEST, {"step": step, "tensors": f"{stem}.safetensors", "state": f"{stem}.json"})
     stems = sorted({p.name.split(".")[0] for p in directory.glob("step-*.json")})
     for old in stems[:-KEEP]:
@@ -77,17 +83,79 @@ def save_checkpoint(directory: Path, step: int, tensors: dict[str, Tensor], stat
 
 
 def load_checkpoint(directory: Path) -> Checkpoint | None:
-    """The checkpoint ``latest.json`` names, or None when there is none."""
+    """The checkpoint ``latest.json`` names, validated; None when there is none.
+
+    ``latest.json`` is not trusted blindly: its step must name its own files, the state JSON must
+    agree on the step and carry the manifest, and the tensors must match the manifest's names,
+    shapes and dtypes and be finite (a NaN weight or Adam moment is never resumed). Any
+    mismatch raises :class:`CheckpointError` naming the file.
+    """
     latest = directory / LATEST
     if not latest.exists():
         return None
+    pointer = _read_json(latest)
+    step = pointer.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{latest}: field 'step' is {step!r}; expected a non-negative integer")
+    stem = _stem(step)
+    for key, suffix in (("tensors", ".safetensors"), ("state", ".json")):
+        if pointer.get(key) != stem + suffix:
+            raise CheckpointError(
+                f"{latest}: field {key!r} is {pointer.get(key)!r}; expected {stem + suffix!r} for step {step}"
+            )
+    state_path, tensors_path = directory / f"{stem}.json", directory / f"{stem}.safetensors"
+    state = _read_json(state_path)
+    if state.get("step") != step or state.get("next_step", step) != step:
+        raise CheckpointError(
+            f"{state_path}: step {state.get('step')!r} (next_step {state.get('next_step')!r}) "
+            f"disagrees with {latest} (step {step})"
+        )
+    manifest = state.pop(MANIFEST_KEY, None)
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{state_path}: no tensor manifest (written by an older tracewire?)")
+    tensors = _read_tensors(tensors_path)
+    _check_manifest(tensors, manifest, tensors_path)
+    return Checkpoint(step=step, tensors=tensors, state=state)
+
+
+MANIFEST_KEY = "tensor_manifest"
+
+
+def _dtype_name(tensor: Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
+
+
+def _stem(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return read_json_object(path, what="checkpoint file", error=CheckpointError)
+
+
+def _read_tensors(path: Path) -> dict[str, Tensor]:
+    require_regular_file(path, what="checkpoint tensors", error=CheckpointError)
     try:
-        pointer = json.loads(latest.read_text("utf-8"))
-        state = json.loads((directory / pointer["state"]).read_text("utf-8"))
-    except (json.JSONDecodeError, KeyError, FileNotFoundError) as exc:
-        raise InvalidArgumentError(f"{latest}: unreadable checkpoint pointer or state ({exc})") from exc
-    tensors = load_file(str(directory / pointer["tensors"]))
-    return Checkpoint(step=int(pointer["step"]), tensors=tensors, state=state)
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own types for truncated / corrupt files
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc}); truncated or corrupt"
+        ) from exc
+
+
+def _check_manifest(tensors: dict[str, Tensor], manifest: dict[str, Any], path: Path) -> None:
+    if set(tensors) != set(manifest):
+        extra, missing = sorted(set(tensors) - set(manifest)), sorted(set(manifest) - set(tensors))
+        raise CheckpointError(
+            f"{path}: tensors disagree with the manifest (missing {missing[:5]}, unexpected {extra[:5]})"
+        )
+    for name, tensor in tensors.items():
+        entry = manifest[name]
+        want = (entry.get("shape"), entry.get("dtype")) if isinstance(entry, dict) else (None, None)
+        found = (list(tensor.shape), _dtype_name(tensor))
+        if want != tuple(found):
+            raise CheckpointError(f"{path}: tensor {name!r} is {found}; the manifest says {list(want)}")
+        check_finite(tensor, where=f"{path}, tensor {name!r}", error=CheckpointError)
 
 
 def rng_tensors() -> dict[str, Tensor]:

@@ -17,6 +17,10 @@ KINDS = ("plt", "skip-plt", "clt")
 ACTIVATIONS = ("jumprelu", "relu", "topk", "batchtopk")
 # Fields whose change would make a checkpoint's tensors mean something else.
 STRUCTURAL_FIELDS = ("kind", "activation", "features", "k", "input_site", "output_site", "skip", "seq_len")
+# The only fields ``--resume`` may change: they say how often to write or log, not what is trained.
+# Every other field (batch, token budget, lr, schedule, seed, ...) changes which data a step sees or
+# what it does with it, so a resumed run would silently differ from the run its checkpoint started.
+RESUME_MUTABLE_FIELDS = ("checkpoint_every", "log_every")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 from tracewire.corpus import TokenCorpus, build_corpus, default_corpus_dir, select_sources
 from tracewire.errors import InvalidArgumentError
@@ -35,9 +34,15 @@ def train_fast_default(
 
 
 def ensure_corpus(loaded: LoadedModel, corpus_dir: str | os.PathLike[str] | None = None) -> TokenCorpus:
-    """The corpus at ``corpus_dir`` (default: the model's default corpus), built from the registry
-    sources on first use (about a minute and ~100 MB of downloads)."""
-    directory = Path(corpus_dir) if corpus_dir is not None else default_corpus_dir(loaded.name)
+    """The corpus at ``corpus_dir``, or the model's default corpus, built from the registry sources
+    on first use (about a minute and ~100 MB of downloads).
+
+    Only the default corpus is ever built here: a ``corpus_dir`` the user names must hold a
+    corpus, and a missing or corrupt manifest there is an error, never a silent download into it.
+    """
+    if corpus_dir is not None:
+        return TokenCorpus(corpus_dir)
+    directory = default_corpus_dir(loaded.name)
     if not (directory / "manifest.json").exists():
         if loaded.bos_token_id is None:
             raise InvalidArgumentError(

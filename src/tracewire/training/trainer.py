@@ -29,7 +29,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from tracewire.atomic import atomic_write_bytes
-from tracewire.errors import InvalidArgumentError
+from tracewire.errors import CheckpointError, InvalidArgumentError
 from tracewire.training import distributed
 from tracewire.training.activations import ActivationSource
 from tracewire.training.checkpoint import (
@@ -40,7 +40,7 @@ from tracewire.training.checkpoint import (
     rng_tensors,
     save_checkpoint,
 )
-from tracewire.training.config import STRUCTURAL_FIELDS, TrainConfig
+from tracewire.training.config import RESUME_MUTABLE_FIELDS, STRUCTURAL_FIELDS, TrainConfig
 from tracewire.training.curves import write_curves
 from tracewire.training.losses import compute_losses, layer_fvu, layer_l0, learning_rate, sparsity_coefficient
 from tracewire.training.module import TrainableTranscoders
@@ -124,15 +124,47 @@ def _autocast(enabled: bool) -> contextlib.AbstractContextManager[Any]:
     return torch.autocast(device, dtype=torch.bfloat16)
 
 
-def _check_resumable(saved: dict[str, Any], config: TrainConfig) -> None:
-    changed = [f for f in STRUCTURAL_FIELDS if saved.get(f) != getattr(config, f)]
+def _check_resumable(saved: Any, config: TrainConfig, step: int, where: Path) -> None:
+    """Refuse to resume with any field changed but those in ``RESUME_MUTABLE_FIELDS``, naming them."""
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{where}: checkpoint state has no 'config' mapping")
+    now = config.to_dict()
+    changed = [f for f in now if f not in RESUME_MUTABLE_FIELDS and saved.get(f) != now[f]]
+    changed += sorted(f for f in saved if f not in now)
     if changed:
-        details = ", ".join(
-            f"{f}: checkpoint {saved.get(f)!r} vs now {getattr(config, f)!r}" for f in changed
-        )
+        kind = "structure" if any(f in STRUCTURAL_FIELDS for f in changed) else "schedule or data"
+        details = ", ".join(f"{f}: checkpoint {saved.get(f)!r} vs now {now.get(f)!r}" for f in changed)
         raise InvalidArgumentError(
-            f"cannot resume: the checkpoint was trained with a different structure ({details})"
+            f"cannot resume from {where}: the checkpoint was trained with a different {kind} ({details}); "
+            f"only {', '.join(RESUME_MUTABLE_FIELDS)} may change on --resume. Resume with the original "
+            "settings, or train into a new directory"
         )
+    if step > config.total_steps:
+        raise CheckpointError(
+            f"{where}: checkpoint is at step {step}, beyond this run's {config.total_steps} steps"
+        )
+
+
+def _check_checkpoint_tensors(
+    tensors: dict[str, Tensor], module: TrainableTranscoders, names: list[str], where: Path
+) -> None:
+    """The checkpoint holds exactly this module's tensors, with its shapes, and Adam moments to match."""
+    expected = {f"module.{k}": tuple(v.shape) for k, v in module.state_dict().items()}
+    for name, param in zip(names, module.parameters(), strict=True):
+        for moment in ("exp_avg", "exp_avg_sq"):
+            key = f"adam.{name}.{moment}"
+            if key in tensors:
+                expected[key] = tuple(param.shape)
+    expected["fire_ema"] = expected["last_fired"] = (module.n_layers, module.n_features)
+    missing = sorted(k for k in expected if k.startswith("module.") and k not in tensors)
+    missing += [k for k in ("fire_ema", "last_fired") if k not in tensors]
+    if missing:
+        raise CheckpointError(f"{where}: checkpoint lacks tensor(s) {', '.join(missing[:8])}")
+    for key, shape in expected.items():
+        if tuple(tensors[key].shape) != shape:
+            raise CheckpointError(
+                f"{where}: tensor {key!r} has shape {tuple(tensors[key].shape)}; this run expects {shape}"
+            )
 
 
 @torch.no_grad()
@@ -202,7 +234,8 @@ def train_transcoders(
     elapsed = {"activations": 0.0, "train": 0.0}
     checkpoint = load_checkpoint(ckpt_dir) if resume else None
     if checkpoint is not None:
-        _check_resumable(checkpoint.state["config"], config)
+        _check_resumable(checkpoint.state.get("config"), config, checkpoint.step, ckpt_dir)
+        _check_checkpoint_tensors(checkpoint.tensors, module, param_names, ckpt_dir)
         module.load_state_dict(
             {k[len("module.") :]: v for k, v in checkpoint.tensors.items() if k.startswith("module.")}
         )

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from tracewire.errors import TranscoderFormatError
+from tracewire.limits import check_finite
 from tracewire.transcoders.base import LayerWeights, TranscoderConfig, TranscoderSet
 from tracewire.transcoders.files import open_safetensors, write_safetensors_atomically, write_yaml_atomically
 from tracewire.transcoders.lazy_rows import LazyRows
@@ -71,7 +72,7 @@ def numbered_files(directory: Path, pattern: re.Pattern[str]) -> dict[int, Path]
     found: dict[int, Path] = {}
     for path in directory.iterdir():
         match = pattern.match(path.name)
-        if match and path.is_file():
+        if match:  # not only regular files: a folder or FIFO of that name is reported, not skipped
             found[int(match.group(1))] = path
     return found
 
@@ -100,6 +101,7 @@ def _read_fields(
                 continue
             tensor = f.get_tensor(key)
             check_floating(tensor, where=origin[field])  # before any cast would hide an int tensor
+            check_finite(tensor, where=origin[field], error=TranscoderFormatError)
             tensors[field] = tensor
         k = f.get_tensor("k") if "k" in present else None
     return tensors, origin, k

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from tracewire.errors import TranscoderFormatError
+from tracewire.limits import check_finite
 from tracewire.transcoders.base import LayerWeights
 from tracewire.transcoders.files import read_npz
 
@@ -39,7 +40,7 @@ def find_layer_files(directory: Path) -> dict[int, Path]:
     found: dict[int, Path] = {}
     for sub in directory.iterdir():
         match = LAYER_DIR.match(sub.name)
-        if match and (sub / PARAMS_NAME).is_file():
+        if match and (sub / PARAMS_NAME).exists():  # a non-file params.npz is reported when read
             found[int(match.group(1))] = sub / PARAMS_NAME
     return found
 
@@ -61,6 +62,7 @@ def read_npz_layer(path: Path) -> LayerWeights:
             continue
         if not np.issubdtype(array.dtype, np.floating):
             raise TranscoderFormatError(f"{origin[field]}: dtype {array.dtype} is not floating point")
+        check_finite(array, where=origin[field], error=TranscoderFormatError)
         tensors[field] = torch.from_numpy(np.ascontiguousarray(array))
     W_enc = tensors["W_enc"]
     assert W_enc is not None

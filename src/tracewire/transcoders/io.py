@@ -13,17 +13,19 @@ Loading is a pipeline whose every step can name the file at fault:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tracewire.errors import TranscoderFormatError
+from tracewire.errors import ResourceLimitError, TranscoderFormatError
+from tracewire.limits import MAX_LAYERS, require_regular_file
 from tracewire.transcoders import circuit_tracer_layout as ct
 from tracewire.transcoders import gemmascope_layout as gs
 from tracewire.transcoders.activations import ACTIVATION_NAMES
@@ -143,7 +145,7 @@ class _Header:
 def _read_header(resolved: ResolvedSource) -> _Header:
     directory = resolved.directory
     config_path = directory / ct.CONFIG_NAME
-    if config_path.is_file():
+    if config_path.exists():
         raw = read_yaml_mapping(config_path)
         kind = _kind(raw, config_path)
     elif gs.find_layer_files(directory):  # a bare GemmaScope tree: hooks are known
@@ -175,7 +177,7 @@ def _read_header(resolved: ResolvedSource) -> _Header:
 
 def _kind(raw: Mapping[str, Any], config_path: Path) -> str:
     model_kind = raw.get("model_kind")
-    if model_kind not in ct.MODEL_KINDS:
+    if not isinstance(model_kind, str) or model_kind not in ct.MODEL_KINDS:
         raise TranscoderFormatError(
             f"{config_path}: field 'model_kind' is {model_kind!r}; "
             f"expected one of {', '.join(ct.MODEL_KINDS)}"
@@ -250,9 +252,14 @@ def _check_layer_count(
         raise TranscoderFormatError(
             f"{where}: no layer files found (expected {name_of(0)}, {name_of(1)}, ...)"
         )
-    expected = n_layers if n_layers is not None else max(found) + 1
-    missing = [name_of(i) for i in range(expected) if i not in found]
-    extra = [name_of(i) for i in sorted(found) if not 0 <= i < expected]
+    highest = max(found)
+    if n_layers is None and highest >= MAX_LAYERS:  # checked before range(highest + 1) is built
+        raise ResourceLimitError(
+            f"{where}: {name_of(highest)} names layer {highest}; at most {MAX_LAYERS} layers are supported"
+        )
+    expected = n_layers if n_layers is not None else highest + 1
+    missing = _first_names((i for i in range(expected) if i not in found), name_of)
+    extra = _first_names((i for i in sorted(found) if not 0 <= i < expected), name_of)
     if missing or extra:
         why = (
             "the n_layers argument"
@@ -266,6 +273,14 @@ def _check_layer_count(
             f"found files for {len(found)}; {'; '.join(details)}"
         )
     return expected
+
+
+def _first_names(layers: Iterator[int], name_of: Callable[[int], str], shown: int = 8) -> list[str]:
+    """Names of the first ``shown`` layers of ``layers`` ("..." when there are more)."""
+    names = [name_of(i) for i in itertools.islice(layers, shown)]
+    if next(layers, None) is not None:
+        names.append("...")
+    return names
 
 
 def _listed_files(raw: Mapping[str, Any], config_path: Path) -> dict[int, Path] | None:
@@ -315,8 +330,9 @@ def _read_plt_layers(
     ks: list[tuple[Path, int | None]] = []
     for layer in range(count):
         path = files[layer]
-        if not path.is_file():
+        if not path.exists():
             raise TranscoderFormatError(f"{path}: file not found (layer {layer}, listed in {config_path})")
+        require_regular_file(path, what=f"layer {layer} file", error=TranscoderFormatError)
         if path.suffix == ".npz":
             if lazy_decoder:
                 logger.warning("%s: npz archives cannot be read by rows; loading W_dec into memory", path)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from tracewire.errors import TranscoderFormatError
+from tracewire.limits import check_finite
 from tracewire.transcoders.files import open_safetensors, safetensors_dtype
 
 
@@ -50,6 +51,7 @@ class LazyRows:
         unique, inverse = torch.unique(index, sorted=True, return_inverse=True)
         with open_safetensors(self.path) as f:
             part: Tensor = f.get_slice(self.tensor)[unique.tolist()]
+        check_finite(part, where=self.location, error=TranscoderFormatError)
         return part[inverse]
 
     def read_all(self) -> Tensor:
