@@ -275,7 +275,7 @@ class _GraphBuilder:
         """(layer, feature id) from the node id ``layer_feature_pos``, else by un-pairing ``feature``."""
         layer = self._int(node.get("layer"), number, "layer")
         key = feature_key(node.get("node_id", ""))
-        if key is not None and key[0] == layer:
+        if key is not None and key[0] == layer and 0 <= key[1] <= _MAX_ID:
             return key
         feature = node.get("feature")
         if isinstance(feature, int) and 0 <= feature <= _MAX_ID:
