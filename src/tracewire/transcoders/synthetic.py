@@ -8,6 +8,8 @@ are scaled so that roughly a third to a half of the features fire on ``random_in
 
 from __future__ import annotations
 
+from typing import TypedDict, Unpack
+
 import torch
 from torch import Tensor
 
@@ -50,20 +52,35 @@ def _random_layers(
     return layers
 
 
+class RandomSetOptions(TypedDict, total=False):
+    """Options of :func:`random_plt` / :func:`random_clt` beyond the sizes (defaults in ``_random_set``)."""
+
+    activation: str  # "jumprelu" (default), "relu" or "topk"
+    k: int | None  # TopK's k; default d_tc // 4
+    skip: bool  # a skip connection (per output layer for a CLT)
+    seed: int
+    dtype: torch.dtype
+    model_name: str | None
+    feature_input_hook: str
+    feature_output_hook: str
+    scan: str | None
+
+
 def _random_set(
     kind: str,
     n_layers: int,
     d_model: int,
     d_tc: int,
-    activation: str,
-    k: int | None,
-    skip: bool,
-    seed: int,
-    dtype: torch.dtype,
-    model_name: str | None,
-    feature_input_hook: str,
-    feature_output_hook: str,
-    scan: str | None,
+    *,
+    activation: str = "jumprelu",
+    k: int | None = None,
+    skip: bool = False,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    model_name: str | None = "tiny-random",
+    feature_input_hook: str = "mlp.hook_in",
+    feature_output_hook: str = "mlp.hook_out",
+    scan: str | None = None,
 ) -> TranscoderSet:
     if activation == "topk" and k is None:
         k = max(1, d_tc // 4)
@@ -87,71 +104,19 @@ def _random_set(
 
 
 def random_plt(
-    n_layers: int = 3,
-    d_model: int = 8,
-    d_tc: int = 16,
-    *,
-    activation: str = "jumprelu",
-    k: int | None = None,
-    skip: bool = False,
-    seed: int = 0,
-    dtype: torch.dtype = torch.float32,
-    model_name: str | None = "tiny-random",
-    feature_input_hook: str = "mlp.hook_in",
-    feature_output_hook: str = "mlp.hook_out",
-    scan: str | None = None,
+    n_layers: int = 3, d_model: int = 8, d_tc: int = 16, **options: Unpack[RandomSetOptions]
 ) -> PerLayerTranscoders:
     """A random per-layer transcoder set (a skip transcoder when ``skip``); TopK defaults to k = d_tc // 4."""
-    ts = _random_set(
-        "plt",
-        n_layers,
-        d_model,
-        d_tc,
-        activation,
-        k,
-        skip,
-        seed,
-        dtype,
-        model_name,
-        feature_input_hook,
-        feature_output_hook,
-        scan,
-    )
+    ts = _random_set("plt", n_layers, d_model, d_tc, **options)
     assert isinstance(ts, PerLayerTranscoders)
     return ts
 
 
 def random_clt(
-    n_layers: int = 3,
-    d_model: int = 8,
-    d_tc: int = 16,
-    *,
-    activation: str = "jumprelu",
-    k: int | None = None,
-    skip: bool = False,
-    seed: int = 0,
-    dtype: torch.dtype = torch.float32,
-    model_name: str | None = "tiny-random",
-    feature_input_hook: str = "mlp.hook_in",
-    feature_output_hook: str = "mlp.hook_out",
-    scan: str | None = None,
+    n_layers: int = 3, d_model: int = 8, d_tc: int = 16, **options: Unpack[RandomSetOptions]
 ) -> CrossLayerTranscoder:
     """A random cross-layer transcoder (skip per output layer when ``skip``); TopK k defaults to d_tc // 4."""
-    ts = _random_set(
-        "clt",
-        n_layers,
-        d_model,
-        d_tc,
-        activation,
-        k,
-        skip,
-        seed,
-        dtype,
-        model_name,
-        feature_input_hook,
-        feature_output_hook,
-        scan,
-    )
+    ts = _random_set("clt", n_layers, d_model, d_tc, **options)
     assert isinstance(ts, CrossLayerTranscoder)
     return ts
 
