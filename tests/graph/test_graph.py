@@ -200,3 +200,17 @@ def test_bad_file_contents_are_named(tmp_path: Path, mutate, message: str) -> No
     with pytest.raises(GraphFormatError, match=message) as caught:
         Graph.load(path)
     assert "bad.safetensors" in str(caught.value)
+
+
+def test_optional_sections_round_trip_and_non_finite_sections_are_refused(tmp_path: Path) -> None:
+    graph = random_graph(seed=3)
+    loadings = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    graph = replace(graph, sections={"attention.loadings.direct": loadings})
+    graph.save(tmp_path / "g.safetensors")
+    back = Graph.load(tmp_path / "g.safetensors")
+    assert torch.equal(back.sections["attention.loadings.direct"], loadings)
+
+    loadings[1, 2] = float("nan")
+    replace(graph, sections={"attention.loadings.direct": loadings}).save(tmp_path / "nan.safetensors")
+    with pytest.raises(GraphFormatError, match=r"nan\.safetensors.*attention\.loadings\.direct.*1 NaN"):
+        Graph.load(tmp_path / "nan.safetensors")

@@ -39,7 +39,7 @@ from safetensors.torch import save as safetensors_save
 
 from tracewire.atomic import atomic_write_bytes
 from tracewire.errors import GraphFormatError
-from tracewire.limits import MAX_LAYERS, require_regular_file
+from tracewire.limits import MAX_LAYERS, check_finite, require_regular_file
 
 FORMAT_NAME = "tracewire-graph"
 FORMAT_VERSION = 1
@@ -365,6 +365,8 @@ class Graph:
                     f"{name}: header field {header_field!r} is not valid JSON ({exc})"
                 ) from exc
         _check_header_types(name, values)
+        for extra, tensor in sections.items():  # optional sections (e.g. attention head loadings)
+            check_finite(tensor, where=f"{name}: section tensor {extra!r}", error=GraphFormatError)
         try:
             return cls(**values, **tensors, sections=sections)
         except GraphFormatError as exc:
