@@ -81,7 +81,7 @@ def test_llama_preset_end_to_end_with_the_model_from_a_local_folder(hub_mirror: 
     )
     assert result.exit_code == 0, result.output
     graph = Graph.load(out)
-    assert graph.metadata["transcoders"] == "mntss/transcoder-Llama-3.2-1B" and graph.n_features > 0
+    assert graph.metadata["scan"] == "mntss/transcoder-Llama-3.2-1B" and graph.n_features > 0
 
 
 def test_model_is_the_presets_when_omitted(hub_mirror: HubMirror):
