@@ -78,6 +78,7 @@ class Components:
     token_vectors: torch.Tensor  # [n_pos, d]
     blocks: dict[int, DecoderBlock] = field(default_factory=dict)
     block_bytes: int = 0
+    _busiest: dict[int, int] = field(default_factory=dict)
 
     @property
     def n_features(self) -> int:
@@ -90,6 +91,14 @@ class Components:
             return slice(start, end)
         cut = int(torch.searchsorted(self.pos[start:end], max_pos, right=False))
         return slice(start, start + cut)
+
+    def busiest_position_count(self, layer: int) -> int:
+        """Most active features of ``layer`` at one position (the padded blocks' row count)."""
+        if layer not in self._busiest:
+            sl = self.layer_slice(layer)
+            counts = torch.bincount(self.pos[sl], minlength=1)
+            self._busiest[layer] = int(counts.max()) if sl.stop > sl.start else 0
+        return self._busiest[layer]
 
     def decoder_blocks(self, transcoders: TranscoderSet, layer: int, length: int) -> Iterator[DecoderBlock]:
         """Blocks covering positions ``[0, length)`` of ``layer``'s features.
