@@ -131,7 +131,7 @@ def _block_edges(
     out = []
     for block in comps.decoder_blocks(transcoders, source, length):
         p_end = min(block.p0 + block.rows.shape[0], length)
-        n_in = int(torch.searchsorted(block.pos, p_end - block.p0))
+        n_in = comps.layer_slice(source, max_pos=p_end).stop - block.start
         if n_in == 0 or block.rows.shape[1] == 0:
             continue
         span = p_end - block.p0
@@ -161,8 +161,9 @@ def _dense_edges(
     first = sl.start
     for p0 in range(0, length, step):
         p1 = min(length, p0 + step)
-        # features sorted by position: those at [p0, p1) are one contiguous run
-        lo, hi = (int(i) for i in torch.searchsorted(pos, torch.tensor([p0, p1], device=pos.device)))
+        # features sorted by position: those at [p0, p1) are one contiguous run (host offsets: no sync)
+        lo = comps.layer_slice(source, max_pos=p0).stop - first
+        hi = comps.layer_slice(source, max_pos=p1).stop - first
         if hi == lo:
             continue
         g = grads[:, p0:p1].reshape(batch * (p1 - p0), n_out * d_model)

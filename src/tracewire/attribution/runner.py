@@ -131,6 +131,8 @@ class RowRunner:
     ) -> None:
         """Rows of the targets given, in this order, cut into batches by :func:`plan_batches`."""
         settings = self.settings
+        # batches read these on the host: one copy here, no device sync per batch
+        nodes, layers, positions = nodes.cpu(), layers.cpu(), positions.cpu()
         plan = plan_batches(
             positions.tolist(), self.space.n_pos, settings.batch_size, settings.max_batch_tokens
         )
