@@ -185,17 +185,31 @@ def gemm_gflops(d_tc: int, d_model: int, rows: int = 4096, repeats: int = 5) -> 
 
 
 def counted_flops(run) -> float:  # type: ignore[no-untyped-def]
-    """Matrix-product FLOPs (mm, addmm, bmm, matmul...) of ``run()`` as counted by ``torch.profiler``.
+    """Matrix-product FLOPs (mm, addmm, bmm, baddbmm, convolutions, sdpa) of ``run()``, counted at
+    the dispatcher with torch's own FLOP formulas (``torch.utils.flop_counter.flop_registry``).
 
-    Divided by the *unprofiled* wall time of the same call this is the achieved rate of the
-    engine's arithmetic; elementwise work (norm scales, masks, gathers) is not counted, so the
+    (``FlopCounterMode`` itself cannot be used: its module tracker breaks ``autograd.grad`` on
+    leaves.) Divided by the *uncounted* wall time of the same call this is the achieved rate of
+    the engine's arithmetic; elementwise work (norm scales, masks, gathers) is not counted, so the
     figure is a lower bound on the work done per second.
     """
-    from torch.profiler import ProfilerActivity, profile
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
 
-    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+    class Count(TorchDispatchMode):
+        flops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                Count.flops += int(formula(*args, **kwargs, out_val=out))
+            return out
+
+    with Count():
         run()
-    return float(sum(event.flops for event in prof.key_averages() if event.flops))
+    return float(Count.flops)
 
 
 def run_tracewire(
