@@ -383,13 +383,17 @@ def main() -> None:
     print(format_paths_table(rows))
 
 
+def table_header(cells: str) -> list[str]:
+    """A Markdown table's header and rule lines from ``"a | b | c"``."""
+    return [f"| {cells} |", "|" + "---|" * len(cells.split(" | "))]
+
+
 def format_paths_table(rows: list[dict]) -> str:
     """Contraction paths side by side, and the engine's achieved GFLOPS next to the box's GEMM rate."""
-    lines = [
-        "| tokens | path | wall | rows phase | time vs first path | max edge diff / largest edge | "
-        "achieved GFLOPS | GEMM GFLOPS | achieved / GEMM |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = table_header(
+        "tokens | path | wall | rows phase | time vs first path | "
+        "max edge diff / largest edge | achieved GFLOPS | GEMM GFLOPS | achieved / GEMM"
+    )
     for r in rows:
         first = r.get("tracewire", {})
         runs = [(first.get("contraction", "auto"), first), *r.get("paths", {}).items()]
@@ -412,11 +416,10 @@ def format_paths_table(rows: list[dict]) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [
-        "| tokens | budget | tracewire wall | tracewire peak RSS | est. peak / time | circuit-tracer wall | "
-        "circuit-tracer peak RSS | speed ratio | memory ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = table_header(
+        "tokens | budget | tracewire wall | tracewire peak RSS | est. peak / time | "
+        "circuit-tracer wall | circuit-tracer peak RSS | speed ratio | memory ratio"
+    )
     for r in rows:
         ours, ref = r.get("tracewire", {}), r.get("reference", {})
         ow, om = ours.get("wall"), ours.get("peak_rss_gib")
