@@ -10,8 +10,9 @@ each workload in four conditions, all in one run so the ratios compare like with
 
 Workloads (what users run, small enough for a few minutes on 2 cores):
 
-- attribution: "The capital of France is" with every active feature of 1,024-feature calibrated
-  random PLTs on SmolLM2-135M (``attribute``);
+- attribution: "The capital of France is" on SmolLM2-135M with 1,024-feature calibrated random
+  PLTs (~100 active per token and layer: ~15k features), the ``--attr-budget`` most influential
+  features (``attribute``; every feature takes minutes on a loaded 2-core box);
 - training step: ``TrainableTranscoders`` forward + losses + backward + Adam on activations of
   the model's shape, under the same ``thread_policy("training")`` that ``train_transcoders`` uses;
 - dashboards: ``build_feature_store`` over ``--dash-tokens`` tokens for 4 layers × 1,024 features.
@@ -29,6 +30,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -121,7 +123,7 @@ def workloads(args: argparse.Namespace, work: Path) -> dict[str, Callable[[], An
     corpus = dashboards_benchmark.corpus_for(lm, None, work)
 
     def attribution() -> None:
-        attribute(PROMPT, lm, ts, progress=False)
+        attribute(PROMPT, lm, ts, max_feature_nodes=args.attr_budget, progress=False)
 
     config = fast_default_config()
     module = TrainableTranscoders(config, lm.n_layers, lm.d_model, torch.Generator().manual_seed(0))
@@ -163,6 +165,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--neighbour", choices=["yes", "matmul"], default="yes")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--attr-budget", type=int, default=512, help="feature budget (None: every feature, ~15k rows)"
+    )
     parser.add_argument("--train-tokens", type=int, default=1024)
     parser.add_argument("--train-steps", type=int, default=3)
     parser.add_argument("--dash-tokens", type=int, default=1024)
@@ -170,6 +175,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    # a kill must still stop the neighbour: SIGTERM unwinds through the context manager
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     cpus = len(os.sched_getaffinity(0))
     work = Path(tempfile.mkdtemp(prefix="tracewire-busy-"))
