@@ -186,17 +186,20 @@ def main() -> None:
     for job in jobs.values():
         job()  # warm-up: model conversion, allocator, corpus
     results: dict[str, dict[str, float]] = {name: {} for name in jobs}
-    for policy in ("off", "auto"):
-        os.environ[threads.ENV_VAR] = policy
-        for busy in (False, True):
-            torch.set_num_threads(cpus)
-            threads._last_calibration = None  # calibrate in this condition
-            label = f"{'busy' if busy else 'quiet'}, policy {policy}"
-            with neighbour(args.neighbour) if busy else _nothing():
-                for name, job in jobs.items():
-                    threads._last_calibration = None
-                    results[name][label] = best_of(args.repeats, job)
-                    print(f"{name:14s} {label:22s} {results[name][label]:8.2f} s", flush=True)
+    # conditions interleaved, best of the repeats: a load that drifts during the run (a shared
+    # box) then hits every condition alike instead of the last ones
+    for _ in range(args.repeats):
+        for policy in ("off", "auto"):
+            os.environ[threads.ENV_VAR] = policy
+            for busy in (False, True):
+                torch.set_num_threads(cpus)
+                label = f"{'busy' if busy else 'quiet'}, policy {policy}"
+                with neighbour(args.neighbour) if busy else _nothing():
+                    for name, job in jobs.items():
+                        threads._last_calibration = None  # calibrate in this condition
+                        seconds = best_of(1, job)
+                        results[name][label] = min(results[name].get(label, float("inf")), seconds)
+                        print(f"{name:14s} {label:22s} {seconds:8.2f} s", flush=True)
     os.environ.pop(threads.ENV_VAR, None)
 
     lines = [
