@@ -76,7 +76,7 @@ class Components:
     layer_offsets: torch.Tensor  # int64 [n_layers + 1]: features of layer l are [off[l], off[l+1])
     errors: torch.Tensor  # [n_layers, n_pos, d] (model dtype)
     token_vectors: torch.Tensor  # [n_pos, d]
-    # host copy: features of layer l at positions < p are [off[l], off[l] + position_counts[l, :p].sum())
+    # [n_layers, n_pos + 1] on the host: how many of layer l's features sit at positions < p
     position_offsets: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0, dtype=torch.long))
     blocks: dict[int, DecoderBlock] = field(default_factory=dict)
     block_bytes: int = 0

@@ -28,9 +28,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+import tracewire.threads
 from tracewire.atomic import atomic_write_bytes
 from tracewire.errors import InvalidArgumentError
-from tracewire.threads import use_thread_policy
 from tracewire.training import distributed
 from tracewire.training.activations import ActivationSource
 from tracewire.training.checkpoint import (
@@ -155,7 +155,7 @@ def evaluate_module(module: TrainableTranscoders, x: Tensor, y: Tensor) -> dict[
     }
 
 
-@use_thread_policy("training")
+@tracewire.threads.use_thread_policy("training")
 def train_transcoders(
     config: TrainConfig,
     source: ActivationSource,
