@@ -139,6 +139,7 @@ from tracewire.transcoders.io import load_transcoders
 from tracewire.attribution.engine import attribute
 from tracewire.attribution.estimate import estimate_attribution
 prompt, tc, budget, batch, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+contraction, count_flops = sys.argv[7], sys.argv[8] == "1"
 spec = importlib.util.spec_from_file_location("attribution_benchmark", sys.argv[6])
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
@@ -146,24 +147,76 @@ lm = load_model("smollm2-135m")
 ts = load_transcoders(tc)
 n_tokens = len(lm.encode(prompt))
 est = estimate_attribution(lm, ts, n_tokens=n_tokens, max_feature_nodes=budget, batch_size=batch)
+kwargs = dict(max_feature_nodes=budget, batch_size=batch, progress=False, contraction=contraction)
+gemm = bench.gemm_gflops(d_tc=ts.d_transcoder, d_model=lm.d_model)
 t = time.perf_counter()
-g = attribute(prompt, lm, ts, max_feature_nodes=budget, batch_size=batch, progress=False)
+g = attribute(prompt, lm, ts, **kwargs)
 wall = time.perf_counter() - t
+peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # before the profiled rerun
+flops = bench.counted_flops(lambda: attribute(prompt, lm, ts, **kwargs)) if count_flops else None
 if out != "-":
     g.save(out)
 print("RESULT " + json.dumps({
-    "tokens": n_tokens, "wall": wall, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    "tokens": n_tokens, "wall": wall, "peak_rss_gib": peak_rss_gib,
     "active": g.metadata["n_active_features"], "nodes": g.n_nodes, "edges": g.n_edges,
     "work": {**g.metadata["work"], "reference_position_layers_touched": bench.reference_work(g, batch)},
-    "timings": g.metadata["timings"],
+    "timings": g.metadata["timings"], "contraction": contraction, "threads": torch.get_num_threads(),
+    "gemm_gflops": gemm, "matmul_gflop": flops / 1e9 if flops else None,
+    "achieved_gflops": flops / 1e9 / wall if flops else None,
     "estimate_gib": est.peak_gib, "estimate_s": est.seconds, "estimate_s_low": est.seconds_low,
     "dropped": g.metadata["dropped_edge_mass_fraction"],
 }))
 """
 
 
-def run_tracewire(prompt: str, tc: Path, budget: int, batch: int, out: str) -> dict:
+def gemm_gflops(d_tc: int, d_model: int, rows: int = 4096, repeats: int = 5) -> float:
+    """fp32 GEMM rate of this box at the dense contraction's shape ``[rows, d] @ [d, d_tc]`` (best of
+    ``repeats``, same threads as the run): the "limit" the achieved GFLOPS are compared with."""
+    import torch
+
+    a, b = torch.randn(rows, d_model), torch.randn(d_model, d_tc)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * rows * d_model * d_tc / best / 1e9
+
+
+def counted_flops(run) -> float:  # type: ignore[no-untyped-def]
+    """Matrix-product FLOPs (mm, addmm, bmm, baddbmm, convolutions, sdpa) of ``run()``, counted at
+    the dispatcher with torch's own FLOP formulas (``torch.utils.flop_counter.flop_registry``).
+
+    (``FlopCounterMode`` itself cannot be used: its module tracker breaks ``autograd.grad`` on
+    leaves.) Divided by the *uncounted* wall time of the same call this is the achieved rate of
+    the engine's arithmetic; elementwise work (norm scales, masks, gathers) is not counted, so the
+    figure is a lower bound on the work done per second.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class Count(TorchDispatchMode):
+        flops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                Count.flops += int(formula(*args, **kwargs, out_val=out))
+            return out
+
+    with Count():
+        run()
+    return float(Count.flops)
+
+
+def run_tracewire(
+    prompt: str, tc: Path, budget: int, batch: int, out: str, contraction: str = "auto", flops: bool = False
+) -> dict:
     cmd = [sys.executable, "-c", TRACEWIRE_RUN, prompt, str(tc), str(budget), str(batch), out, __file__]
+    cmd += [contraction, "1" if flops else "0"]
     text, wall, peak, status = watch(cmd, dict(os.environ), timeout=3600)
     match = re.search(r"^RESULT (.*)$", text, re.M)
     if not match:
@@ -202,14 +255,17 @@ def run_reference(prompt: str, tc: Path, budget: int, batch: int, save: str | No
     return result
 
 
-def edge_parity(ours_path: str, ref_path: str) -> dict:
-    """Compare edges between nodes present in both graphs (features by (layer, pos, id))."""
+def edge_parity(ours_path: str, ref_path: str, reference_is_ours: bool = False) -> dict:
+    """Compare edges between nodes present in both graphs (features by (layer, pos, id)).
+
+    ``reference_is_ours``: the reference is a tracewire graph too (another contraction path)."""
     import torch
 
     from tracewire.graph.circuit_tracer_pt import load_circuit_tracer_pt
     from tracewire.graph.graph import Graph
 
-    ours, ref = Graph.load(ours_path), load_circuit_tracer_pt(ref_path)
+    ours = Graph.load(ours_path)
+    ref = Graph.load(ref_path) if reference_is_ours else load_circuit_tracer_pt(ref_path)
 
     def keys(g: Graph) -> list[tuple]:
         out: list[tuple] = [("f", *map(int, f)) for f in g.features.tolist()]
@@ -255,6 +311,19 @@ def main() -> None:
     ap.add_argument("--reference-timeout", type=float, default=900)
     ap.add_argument("--memory-limit", type=float, default=RSS_LIMIT_GIB, help="GiB (RSS + swap)")
     ap.add_argument("--out", default=str(HERE / "results" / "attribution.json"))
+    ap.add_argument(
+        "--contractions",
+        nargs="*",
+        default=["auto"],
+        help="feature-edge contraction paths to run (auto blocks dense); the first is the headline, "
+        "the others get a speed ratio and edge parity against it",
+    )
+    ap.add_argument(
+        "--flops-up-to",
+        type=int,
+        default=512,
+        help="count matmul FLOPs (a profiled second run) for prompts up to this many tokens",
+    )
     args = ap.parse_args()
     RSS_LIMIT_GIB = args.memory_limit
 
@@ -277,8 +346,19 @@ def main() -> None:
         row: dict = {"n": n, "budget": budget}
         ours_path = str(WORK / f"ours-{n}.safetensors") if n in args.reference and n <= 64 else "-"
         if n in args.lengths:
-            row["tracewire"] = run_tracewire(prompt, tc, budget, args.batch_size, ours_path)
-            print(f"[{n}] tracewire: {json.dumps(row['tracewire'])[:400]}", flush=True)
+            first, *others = args.contractions
+            path_of = {c: str(WORK / f"ours-{n}-{c}.safetensors") for c in others}
+            if others and ours_path == "-":
+                ours_path = str(WORK / f"ours-{n}.safetensors")
+            flops = n <= args.flops_up_to
+            row["tracewire"] = run_tracewire(prompt, tc, budget, args.batch_size, ours_path, first, flops)
+            print(f"[{n}] tracewire ({first}): {json.dumps(row['tracewire'])[:400]}", flush=True)
+            for other in others:
+                result = run_tracewire(prompt, tc, budget, args.batch_size, path_of[other], other, flops)
+                if Path(path_of[other]).exists() and Path(ours_path).exists():
+                    result["parity_vs_first"] = edge_parity(path_of[other], ours_path, reference_is_ours=True)
+                row.setdefault("paths", {})[other] = result
+                print(f"[{n}] tracewire ({other}): {json.dumps(result)[:600]}", flush=True)
         if n in args.reference:
             ref_path = str(WORK / f"ref-{n}.pt") if n <= 64 else None
             row["reference"] = run_reference(
@@ -300,14 +380,46 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     print(format_table(rows))
+    print(format_paths_table(rows))
+
+
+def table_header(cells: str) -> list[str]:
+    """A Markdown table's header and rule lines from ``"a | b | c"``."""
+    return [f"| {cells} |", "|" + "---|" * len(cells.split(" | "))]
+
+
+def format_paths_table(rows: list[dict]) -> str:
+    """Contraction paths side by side, and the engine's achieved GFLOPS next to the box's GEMM rate."""
+    lines = table_header(
+        "tokens | path | wall | rows phase | time vs first path | "
+        "max edge diff / largest edge | achieved GFLOPS | GEMM GFLOPS | achieved / GEMM"
+    )
+    for r in rows:
+        first = r.get("tracewire", {})
+        runs = [(first.get("contraction", "auto"), first), *r.get("paths", {}).items()]
+        for name, run in runs:
+            if "wall" not in run:
+                lines.append(f"| {r['n']} | {name} | {run.get('status', '–')} | | | | | | |")
+                continue
+            timings = run.get("timings", {})
+            rows_s = timings.get("target_rows", 0.0) + timings.get("feature_rows", 0.0)
+            ratio = f"{run['wall'] / first['wall']:.2f}x" if first.get("wall") else "–"
+            parity = run.get("parity_vs_first", {}).get("max_rel_to_largest_edge")
+            achieved, gemm = run.get("achieved_gflops"), run.get("gemm_gflops")
+            lines.append(
+                f"| {run.get('tokens', r['n'])} | {name} | {run['wall']:.2f} s | {rows_s:.2f} s | {ratio} | "
+                f"{f'{parity:.1e}' if parity is not None else '–'} | "
+                f"{f'{achieved:.1f}' if achieved else '–'} | {f'{gemm:.1f}' if gemm else '–'} | "
+                f"{f'{achieved / gemm:.0%}' if achieved and gemm else '–'} |"
+            )
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [
-        "| tokens | budget | tracewire wall | tracewire peak RSS | est. peak / time | circuit-tracer wall | "
-        "circuit-tracer peak RSS | speed ratio | memory ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = table_header(
+        "tokens | budget | tracewire wall | tracewire peak RSS | est. peak / time | "
+        "circuit-tracer wall | circuit-tracer peak RSS | speed ratio | memory ratio"
+    )
     for r in rows:
         ours, ref = r.get("tracewire", {}), r.get("reference", {})
         ow, om = ours.get("wall"), ours.get("peak_rss_gib")

@@ -32,10 +32,15 @@ def _check_edges(graph, expected, *, atol=1e-5, rtol=1e-4) -> None:
     assert graph.n_edges > 0
 
 
+@pytest.mark.parametrize("contraction", ["blocks", "dense"])
 @pytest.mark.parametrize(("arch", "kind", "activation"), list(itertools.product(ARCHS, KINDS, ACTIVATIONS)))
-def test_every_edge_equals_a_frozen_model_intervention(arch: str, kind: str, activation: str) -> None:
+def test_every_edge_equals_a_frozen_model_intervention(
+    arch: str, kind: str, activation: str, contraction: str
+) -> None:
+    """Both feature-edge contractions (padded blocks, dense GEMM + gather) against the oracle."""
     rm = _setup(arch, kind, activation)
-    graph = attribute(random_ids(6, seed=1), rm, progress=False, batch_size=16)
+    graph = attribute(random_ids(6, seed=1), rm, progress=False, batch_size=16, contraction=contraction)
+    assert graph.metadata["settings"]["contraction"] == contraction
     assert graph.n_features > 10
     _check_edges(graph, perturbation_adjacency(rm, graph))
 
@@ -273,9 +278,7 @@ def test_dense_and_coo_row_storage_agree() -> None:
     )
     dense = RowBatch(row_index=None, cols=cols, values=values, **common)
     b_idx, j_idx = values.nonzero(as_tuple=True)
-    coo = RowBatch(
-        row_index=b_idx.to(torch.int32), cols=cols[j_idx], values=values[b_idx, j_idx], **common
-    )
+    coo = RowBatch(row_index=b_idx.to(torch.int32), cols=cols[j_idx], values=values[b_idx, j_idx], **common)
     remap = torch.full((200,), -1, dtype=torch.long)
     remap[torch.tensor([11, 20, 31])] = torch.tensor([0, 1, 2])
     for got, want in zip(dense.select(remap), coo.select(remap)):

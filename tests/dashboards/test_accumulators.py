@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tracewire.dashboards.accumulators import RunningStats, SlotSet
@@ -90,3 +91,22 @@ def test_reservoir_keys_are_uniform_and_deterministic():
     assert not torch.equal(keys, reservoir_keys(position, position % 7, layer=3, seed=1))
     big = reservoir_keys(torch.tensor([2**40 + 5]), torch.tensor([10**6]), layer=60, seed=2**20)
     assert 0 <= float(big) < 1
+
+
+@pytest.mark.parametrize("kind", ["activations", "reservoir_keys", "other"])
+def test_one_sort_event_order_equals_two_stable_sorts(kind: str) -> None:
+    """The single composite-key sort gives exactly the (feature, -score, event) order of two sorts."""
+    from tracewire.dashboards.accumulators import _feature_major_order
+
+    gen = torch.Generator().manual_seed(3)
+    feat = torch.randint(0, 50, (5000,), generator=gen)
+    if kind == "activations":  # float32 > 0, with ties
+        score = torch.randint(1, 200, (5000,), generator=gen).float() / 7
+    elif kind == "reservoir_keys":  # multiples of 2**-32 in [0, 1), with ties
+        score = torch.randint(0, 2**32, (5000,), generator=gen).double() / 2.0**32
+        score[::7] = score[3]
+    else:  # negative scores: the two-sort fallback
+        score = torch.randn(5000, generator=gen)
+    reference = torch.argsort(score, descending=True, stable=True)
+    reference = reference[torch.argsort(feat[reference], stable=True)]
+    assert torch.equal(_feature_major_order(feat, score), reference)

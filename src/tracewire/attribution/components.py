@@ -54,7 +54,7 @@ class DecoderBlock:
         counts = torch.bincount(pos, minlength=p1 - p0)
         first = torch.cumsum(counts, 0) - counts
         rank = torch.arange(n, device=pos.device) - first[pos]
-        n_max = int(counts.max()) if n else 0
+        n_max = int(comps.position_offsets[layer, p0 : p1 + 1].diff().max()) if n else 0  # host: no sync
         n_out = len(transcoders.output_layers(layer))
         d_model = comps.errors.shape[-1]
         rows = torch.zeros(p1 - p0, n_max, n_out, d_model, device=pos.device)
@@ -76,8 +76,19 @@ class Components:
     layer_offsets: torch.Tensor  # int64 [n_layers + 1]: features of layer l are [off[l], off[l+1])
     errors: torch.Tensor  # [n_layers, n_pos, d] (model dtype)
     token_vectors: torch.Tensor  # [n_pos, d]
+    # [n_layers, n_pos + 1] on the host: how many of layer l's features sit at positions < p
+    position_offsets: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0, dtype=torch.long))
     blocks: dict[int, DecoderBlock] = field(default_factory=dict)
     block_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.position_offsets.numel() == 0:  # once, on the host: no device sync in the row loop
+            layer, pos = self.layer.cpu(), self.pos.cpu()
+            counts = torch.zeros(self.n_layers, self.n_pos, dtype=torch.long)
+            counts.index_put_((layer, pos), torch.ones_like(pos), accumulate=True)
+            zero = torch.zeros(self.n_layers, 1, dtype=torch.long)
+            self.position_offsets = torch.cat([zero, counts.cumsum(1)], dim=1)  # [n_layers, n_pos + 1]
+        self.layer_offsets = self.layer_offsets.cpu()
 
     @property
     def n_features(self) -> int:
@@ -88,8 +99,11 @@ class Components:
         start, end = int(self.layer_offsets[layer]), int(self.layer_offsets[layer + 1])
         if max_pos is None:
             return slice(start, end)
-        cut = int(torch.searchsorted(self.pos[start:end], max_pos, right=False))
-        return slice(start, start + cut)
+        return slice(start, start + int(self.position_offsets[layer, min(max(max_pos, 0), self.n_pos)]))
+
+    def busiest_position_count(self, layer: int) -> int:
+        """Most active features of ``layer`` at one position (the padded blocks' row count)."""
+        return int(self.position_offsets[layer].diff().max())
 
     def decoder_blocks(self, transcoders: TranscoderSet, layer: int, length: int) -> Iterator[DecoderBlock]:
         """Blocks covering positions ``[0, length)`` of ``layer``'s features.
@@ -104,16 +118,16 @@ class Components:
         sl = self.layer_slice(layer)
         if sl.stop == sl.start:
             return
-        counts = torch.bincount(self.pos[sl], minlength=self.n_pos)
+        n_max = self.busiest_position_count(layer)
         per_pos = len(transcoders.output_layers(layer)) * self.errors.shape[-1] * 4
-        full_bytes = self.n_pos * int(counts.max()) * per_pos
+        full_bytes = self.n_pos * n_max * per_pos
         if self.block_bytes + full_bytes <= BLOCK_CACHE_BYTES:
             block = DecoderBlock.build(transcoders, self, layer, 0, self.n_pos)
             self.blocks[layer] = block
             self.block_bytes += full_bytes
             yield block
             return
-        step = max(1, BLOCK_CHUNK_BYTES // max(1, int(counts.max()) * per_pos))
+        step = max(1, BLOCK_CHUNK_BYTES // max(1, n_max * per_pos))
         for p0 in range(0, length, step):
             yield DecoderBlock.build(transcoders, self, layer, p0, min(length, p0 + step))
 

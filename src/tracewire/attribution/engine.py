@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from tracewire.attribution.components import Components, compute_components
+from tracewire.attribution.contraction import check_contraction
 from tracewire.attribution.rows import NodeSpace, RowBatch, auto_row_cap
 from tracewire.attribution.runner import BatchSettings, RowRunner
 from tracewire.attribution.targets import Targets, TargetSpec, resolve_targets
@@ -43,6 +44,7 @@ from tracewire.graph.graph import Graph
 from tracewire.models.loading import LoadedModel
 from tracewire.replacement.model import ReplacementModel
 from tracewire.replacement.state import FrozenRun, FrozenState
+from tracewire.threads import use_thread_policy
 from tracewire.transcoders.base import TranscoderSet
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 GRAPH_KIND = "tracewire-attribution"
 
 
+@use_thread_policy("attribution")
 def attribute(
     prompt: str | Sequence[int] | torch.Tensor,
     model: ReplacementModel | LoadedModel,
@@ -63,6 +66,7 @@ def attribute(
     update_interval: int = 4,
     max_batch_tokens: int = 4096,
     max_row_feature_edges: int | str | None = "auto",
+    contraction: str = "auto",
     progress: bool = True,
     verbose: bool = False,
 ) -> Graph:
@@ -77,9 +81,13 @@ def attribute(
     for long prompts. ``"auto"`` keeps every edge while all rows' feature edges fit in
     ``rows.AUTO_ROW_STORAGE_BYTES`` and caps rows at ``rows.AUTO_CAP`` beyond; ``None`` keeps all.
     The fraction of |edge| mass dropped is recorded in ``metadata["dropped_edge_mass_fraction"]``.
+    ``contraction``: how feature edges are contracted — ``"blocks"`` (padded decoder blocks),
+    ``"dense"`` (one ``g @ W_decᵀ`` GEMM per layer and a gather) or ``"auto"`` (a cost model picks
+    per layer and batch; see ``contraction.py``). All give the same edges to fp32 rounding.
     """
     replacement, transcoder_set = _replacement_model(model, transcoders)
     _check_row_cap(max_row_feature_edges)
+    contraction_path = check_contraction(contraction)
     clock = _PhaseClock()
 
     prompt_run, run = record_prompt(
@@ -98,7 +106,7 @@ def attribute(
         else max_row_feature_edges
     )
     assert not isinstance(row_cap, str)
-    settings = BatchSettings(batch_size, max_batch_tokens, row_cap)
+    settings = BatchSettings(batch_size, max_batch_tokens, row_cap, contraction_path)
     rows = RowRunner(
         replacement,
         transcoder_set,
@@ -133,6 +141,7 @@ def attribute(
                 "update_interval": update_interval,
                 "max_batch_tokens": max_batch_tokens,
                 "max_row_feature_edges": row_cap,
+                "contraction": contraction_path,
                 "dtype": str(replacement.loaded.dtype).replace("torch.", ""),
             },
             influence_refreshes=refreshes,

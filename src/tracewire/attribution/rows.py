@@ -23,6 +23,7 @@ import torch
 from torch.autograd.graph import get_gradient_edge
 
 from tracewire.attribution.components import Components
+from tracewire.attribution.contraction import Contraction, feature_edges
 from tracewire.attribution.replays import ReplayCache, RetainedReplay
 from tracewire.attribution.selection import WeightBlock
 from tracewire.replacement.model import ReplacementModel
@@ -140,11 +141,13 @@ def compute_rows(
     replays: ReplayCache | None = None,
     capacity: int | None = None,
     max_row_feature_edges: int | None = None,
+    contraction: Contraction = "auto",
 ) -> RowBatch:
     """Rows for one batch of targets (see the module docstring).
 
     With ``replays``, a retained replay of the batch's length bucket with ``capacity`` copies is
     reused (its forward paid once); otherwise a fresh prefix replay stops at the top layer.
+    ``contraction`` picks how feature edges are contracted (``contraction.py``).
     """
     n_layers = replacement.n_layers
     batch = int(request.node.numel())
@@ -203,7 +206,9 @@ def compute_rows(
     else:
         err_vals = torch.zeros(batch, 0, length, device=device)
     # features
-    feat_cols, feat_vals = _feature_edges(transcoders, comps, grad_out, grad_layers, length, batch)
+    feat_cols, feat_vals = feature_edges(
+        transcoders, comps, grad_out, grad_layers, length, batch, contraction
+    )
 
     abs_sums = token_vals.abs().sum(-1) + err_vals.abs().sum((-1, -2))
     dropped = torch.zeros(batch, device=device)
@@ -251,47 +256,6 @@ def compute_rows(
         values=vals[b_idx, j_idx].cpu(),
         **common,
     )
-
-
-def _feature_edges(
-    transcoders: TranscoderSet,
-    comps: Components,
-    grad_out: dict[int, torch.Tensor],
-    grad_layers: list[int],
-    length: int,
-    batch: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[n]`` global feature ids in the cone and ``[B, n]`` their edge values.
-
-    Features at one (layer, position) share the gradient there, so the contraction is one small
-    GEMM per position — batched as ``bmm`` over positions with the decoder rows padded to the
-    busiest position (``Components.decoder_blocks``). No ``[B, n_features, d]`` gather is ever built.
-    """
-    cols, vals = [], []
-    top = len(grad_layers)
-    for source in range(top):
-        out_layers = [layer for layer in transcoders.output_layers(source) if layer < top]
-        if not out_layers:
-            continue
-        n_out = len(out_layers)
-        grads = torch.stack([grad_out[layer] for layer in out_layers], dim=2)  # [B, length, n_out, d]
-        d_model = grads.shape[-1]
-        for block in comps.decoder_blocks(transcoders, source, length):
-            p_end = min(block.p0 + block.rows.shape[0], length)
-            n_in = int(torch.searchsorted(block.pos, p_end - block.p0))
-            if n_in == 0 or block.rows.shape[1] == 0:
-                continue
-            span = p_end - block.p0
-            rows = block.rows[:span, :, :n_out].reshape(span, block.rows.shape[1], n_out * d_model)
-            g = grads[:, block.p0 : p_end].permute(1, 2, 3, 0).reshape(span, n_out * d_model, batch)
-            padded = torch.bmm(rows, g)  # [span, n_max, B]
-            values = padded[block.pos[:n_in], block.rank[:n_in]].T  # [B, n_in]
-            cols.append(torch.arange(block.start, block.start + n_in, device=padded.device))
-            vals.append(values)
-    if not cols:
-        device = next(iter(grad_out.values())).device if grad_out else comps.pos.device
-        return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(batch, 0, device=device)
-    return torch.cat(cols), torch.cat(vals, dim=1)
 
 
 def _or_zeros(grad: torch.Tensor | None, replay: RetainedReplay) -> torch.Tensor:

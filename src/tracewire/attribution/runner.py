@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from tracewire.attribution.batching import plan_batches, plan_work
 from tracewire.attribution.components import Components
+from tracewire.attribution.contraction import Contraction
 from tracewire.attribution.replays import ReplayCache
 from tracewire.attribution.rows import NodeSpace, RowBatch, RowRequest, compute_rows
 from tracewire.attribution.selection import WeightBlock, estimate_influence
@@ -31,6 +32,7 @@ class BatchSettings:
     batch_size: int
     max_batch_tokens: int
     max_row_feature_edges: int | None
+    contraction: Contraction = "auto"
 
 
 class RowRunner:
@@ -129,6 +131,8 @@ class RowRunner:
     ) -> None:
         """Rows of the targets given, in this order, cut into batches by :func:`plan_batches`."""
         settings = self.settings
+        # batches read these on the host: one copy here, no device sync per batch
+        nodes, layers, positions = nodes.cpu(), layers.cpu(), positions.cpu()
         plan = plan_batches(
             positions.tolist(), self.space.n_pos, settings.batch_size, settings.max_batch_tokens
         )
@@ -145,6 +149,7 @@ class RowRunner:
                 replays=self.replays,
                 capacity=planned.capacity,
                 max_row_feature_edges=settings.max_row_feature_edges,
+                contraction=settings.contraction,
             )
             self.batches.append(batch)
             self.position_layers_touched += batch.work

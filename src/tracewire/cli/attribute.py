@@ -32,12 +32,13 @@ def attribute_command(
     max_n_logits: int = typer.Option(10, "--max-n-logits"),
     desired_logit_prob: float = typer.Option(0.95, "--desired-logit-prob"),
     dtype: str = typer.Option("fp32", "--dtype", help=f"One of {', '.join(DTYPES)}."),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = typer.Option("auto", "--device", help="auto: cuda where a GPU is visible, else cpu."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log phase timings."),
 ) -> None:
     """Build the attribution graph of PROMPT and save it as one .safetensors file."""
 
     from tracewire.attribution.engine import attribute
+    from tracewire.batch.worker import resolve_device
     from tracewire.models.loading import load_model
     from tracewire.transcoders.io import load_transcoders
     from tracewire.transcoders.presets import model_for_transcoders
@@ -45,6 +46,7 @@ def attribute_command(
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch_dtype = parse_dtype(dtype)
+    device = resolve_device(device)
     model = model_for_transcoders(transcoders, model, default=DEFAULT_MODEL)
     loaded = load_model(model, dtype=torch_dtype, device=device)
     ts = load_transcoders(

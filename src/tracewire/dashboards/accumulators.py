@@ -136,9 +136,7 @@ class SlotSet:
         feat, score, value, position, local = (
             t.index_select(0, accepted) for t in (feat, score, value, position, local)
         )
-        # Order by (feature ascending, score descending); ties keep event order, i.e. position order.
-        order = torch.argsort(score, descending=True, stable=True)
-        order = order[torch.argsort(feat[order], stable=True)]
+        order = _feature_major_order(feat, score)
         feat, score, value, position, local = (
             t.index_select(0, order) for t in (feat, score, value, position, local)
         )
@@ -199,6 +197,28 @@ class SlotSet:
     def load_state_dict(self, state: dict[str, Tensor], prefix: str) -> None:
         _load_checked(self, state, prefix, ("score", "value", "position", "window"))
         self.floor = self.score.min(dim=1).values
+
+
+def _feature_major_order(feat: Tensor, score: Tensor) -> Tensor:
+    """Event order by (feature ascending, score descending); ties keep event order (position order).
+
+    One stable sort of an int64 key ``feat · 2³² + descending-rank(score)`` where the score maps
+    exactly and monotonically to 32 bits — positive float32 activations (their bit patterns, as
+    integers, order like the floats) and the reservoir's keys (multiples of 2⁻³² in [0, 1)) —
+    instead of two stable sorts; other scores take the two sorts. Both give the same order.
+    """
+    if feat.numel() and int(feat.max()) < 2**30:
+        bits: Tensor | None = None
+        if score.dtype == torch.float32 and bool((score > 0).all()):
+            bits = score.view(torch.int32).long()  # < 2**31, monotone for positive floats
+        elif score.dtype == torch.float64 and bool(((score >= 0) & (score < 1)).all()):
+            scaled = score * 2.0**32
+            if bool((scaled == scaled.floor()).all()):
+                bits = scaled.long()  # < 2**32
+        if bits is not None:
+            return torch.argsort(feat * 2**32 + (2**32 - 1 - bits), stable=True)
+    order = torch.argsort(score, descending=True, stable=True)
+    return order[torch.argsort(feat[order], stable=True)]
 
 
 def _load_checked(owner: object, state: dict[str, Tensor], prefix: str, names: tuple[str, ...]) -> None:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+import tracewire.threads
 from tracewire.atomic import atomic_write_bytes
 from tracewire.errors import CheckpointError, InvalidArgumentError
 from tracewire.training import distributed
@@ -186,6 +187,7 @@ def evaluate_module(module: TrainableTranscoders, x: Tensor, y: Tensor) -> dict[
     }
 
 
+@tracewire.threads.use_thread_policy("training")
 def train_transcoders(
     config: TrainConfig,
     source: ActivationSource,
