@@ -14,9 +14,13 @@ that was descheduled, so one busy neighbour slows a 2-thread run ~4× instead of
    entry, so a user's ``torch.set_num_threads`` is a ceiling, and it is restored on exit.
 
 ``TRACEWIRE_THREADS`` overrides: an integer forces that many threads, ``off`` leaves torch's
-setting alone, ``auto`` (the default) applies the policy. One function, :func:`thread_policy`,
-is used by attribution, transcoder training, dashboards and the explorer's attribution worker
-(the CLI process, which runs ``attribute``).
+setting alone, ``auto`` (the default) applies the policy. One function, :func:`thread_policy`.
+
+Which workloads use it is measured, not assumed (``benchmarks/busy_neighbour.py``, one ``yes``
+neighbour, 2-CPU box at load 5–6): attribution — many small ops per batch, each a barrier — ran
+3.7× faster busy with the policy (8.8 s vs 32.1 s), so ``attribute`` (and with it the explorer's
+attribution worker, which runs the CLI) applies it. A training step and a dashboard build are
+GEMM-bound and ran 24% / 16% *slower* with a thread given up, so they keep torch's setting.
 """
 
 from __future__ import annotations

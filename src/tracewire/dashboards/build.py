@@ -43,7 +43,6 @@ from tracewire.dashboards.selection import FeatureSelection
 from tracewire.dashboards.store import FeatureStore, FeatureStoreError
 from tracewire.errors import InvalidArgumentError
 from tracewire.models.loading import LoadedModel
-from tracewire.threads import use_thread_policy
 from tracewire.transcoders.base import TranscoderSet
 
 log = logging.getLogger(__name__)
@@ -94,7 +93,6 @@ def vocab_strings(loaded: LoadedModel) -> list[str]:
     return [str(s) for s in loaded.tokenizer.batch_decode([[i] for i in range(size)])]
 
 
-@use_thread_policy("dashboards")
 def build_feature_store(
     loaded: LoadedModel,
     transcoders: TranscoderSet,

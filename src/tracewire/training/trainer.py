@@ -28,7 +28,6 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-import tracewire.threads
 from tracewire.atomic import atomic_write_bytes
 from tracewire.errors import CheckpointError, InvalidArgumentError
 from tracewire.training import distributed
@@ -187,7 +186,6 @@ def evaluate_module(module: TrainableTranscoders, x: Tensor, y: Tensor) -> dict[
     }
 
 
-@tracewire.threads.use_thread_policy("training")
 def train_transcoders(
     config: TrainConfig,
     source: ActivationSource,
