@@ -3,19 +3,25 @@
 //
 // Two stacked canvases: the base one holds every visible link and node and is redrawn only when
 // the graph, the filter or the view changes; the overlay holds what changes on every pointer move
-// (hovered/selected node, its links, pins). Links are drawn in a few batches (sign x width
-// level): the many weak links as one path of 1-pixel hairlines, which software rasterisation
-// draws fast; the few strong ones wider, in chunks. Wide strokes of 100k links would take seconds
-// to rasterise in Chromium without a GPU. During a pan or zoom the drawn bitmaps are
-// moved with a CSS transform and redrawn once the gesture pauses.
+// (hovered/selected node, its links, pins), so a hover never redraws the links. Links are drawn
+// in a few batches (sign x width level). With WebGL (webgl_links.js) all links are two draw calls
+// (lines and quads), copied onto the base canvas; without it (or with `?links=canvas`), canvas 2D
+// draws the many weak links as one path of 1-pixel hairlines, which software rasterisation draws
+// fast, the few strong ones wider, in chunks, and bundles them above BUNDLE_ABOVE links (wide
+// strokes of 100k links take seconds to rasterise in Chromium without a GPU). During a pan or zoom
+// the drawn bitmaps are moved with a CSS transform and redrawn once the gesture pauses.
 
 import { KIND } from "./graph_data.js";
 import { computeLayout, HitGrid, MARGIN } from "./layout.js";
+import { WebglLinks } from "./webgl_links.js";
 
 // Link width levels are linear in |weight| / max |weight|; the lowest ones are 1-pixel hairlines.
 const WIDTH_LEVELS = 6;
-// Above this many links to draw, the base layer draws them bundled by cell (see drawBundles).
+// Above this many links to draw, a canvas 2D base layer draws them bundled by cell (see
+// drawBundles); with WebGL every link is drawn.
 const BUNDLE_ABOVE = 150000;
+// Hovered links are stroked in this many width classes (one path each) instead of one by one.
+const HOVER_WIDTHS = 8;
 const THIN_LEVELS = 3;
 const COLORS = {
   pos: "43,108,176", neg: "197,48,48",
@@ -38,7 +44,10 @@ export class Renderer {
     this.labelOf = (i) => String(i);
     this.redrawTimer = null;
     this.pointer = null;
-    this.bundleAbove = BUNDLE_ABOVE;
+    // WebGL draws the links when the browser has it; `?links=canvas` forces the canvas 2D path
+    const forceCanvas = new URLSearchParams(window.location.search).get("links") === "canvas";
+    this.webgl = forceCanvas ? null : WebglLinks.create();
+    this.bundleAbove = this.webgl ? Infinity : BUNDLE_ABOVE;
     this.bindEvents();
     new ResizeObserver(() => this.data && this.refresh({ relayout: true })).observe(pane);
   }
@@ -147,13 +156,19 @@ export class Renderer {
       return;
     }
     const baseAlpha = Math.min(0.55, Math.max(0.02, 7 / Math.sqrt(Math.max(count, 1))));
+    const alphaOf = (level) => Math.min(0.9, baseAlpha * (1 + level * 0.8));
+    if (this.webgl) {
+      this.drawLinksWebgl(ctx, shown, alphaOf);
+      this.drawNodes(ctx, k);
+      return;
+    }
     const { x, y } = layout;
     const hairline = 1 / (k * this.dpr); // Skia rasterises 1-device-pixel lines on a fast path
     for (let level = 0; level < WIDTH_LEVELS; level++) {
       for (const sign of [1, 0]) { // positive links on top of negative ones
         const links = shown[level + sign * WIDTH_LEVELS];
         if (!links.length) continue;
-        ctx.strokeStyle = `rgba(${sign ? COLORS.neg : COLORS.pos},${Math.min(0.9, baseAlpha * (1 + level * 0.8))})`;
+        ctx.strokeStyle = `rgba(${sign ? COLORS.neg : COLORS.pos},${alphaOf(level)})`;
         ctx.lineWidth = level < THIN_LEVELS ? hairline : (0.6 + (level - THIN_LEVELS + 1)) / k;
         // wide strokes of one huge path are slow to rasterise: stroke them in chunks
         const chunk = level < THIN_LEVELS ? links.length : 512;
@@ -170,6 +185,36 @@ export class Renderer {
       }
     }
     this.drawNodes(ctx, k);
+  }
+
+  /**
+   * The same batches as the canvas 2D path (width level, negative under positive), drawn by the
+   * WebGL layer and copied onto the base canvas in device pixels, between the axes and the nodes.
+   */
+  drawLinksWebgl(ctx, shown, alphaOf) {
+    const { data } = this;
+    const { x, y } = this.layout;
+    const batches = [];
+    for (let level = 0; level < WIDTH_LEVELS; level++) {
+      for (const sign of [1, 0]) {
+        const links = shown[level + sign * WIDTH_LEVELS];
+        if (!links.length) continue;
+        const rgb = (sign ? COLORS.neg : COLORS.pos).split(",").map(Number);
+        const width = level < THIN_LEVELS ? 0 : 0.6 + (level - THIN_LEVELS + 1);
+        batches.push({ links, rgba: [...rgb, Math.round(255 * alphaOf(level))], width });
+      }
+    }
+    const endsOf = (e, ends) => {
+      const s = data.linkSource[e], t = data.linkTarget[e];
+      ends[0] = x[s]; ends[1] = y[s]; ends[2] = x[t]; ends[3] = y[t];
+    };
+    const drawn = this.webgl.draw({
+      batches, endsOf, view: this.view, cssWidth: this.cssWidth, cssHeight: this.cssHeight, dpr: this.dpr,
+    });
+    ctx.save();
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.drawImage(drawn, 0, 0);
+    ctx.restore();
   }
 
   /**
@@ -335,20 +380,30 @@ export class Renderer {
       ctx.fillStyle = "rgba(255,255,255,0.62)";
       ctx.fillRect(-tx / k, -ty / k, this.cssWidth / k, this.cssHeight / k);
       const neighbours = [];
+      // one path per (sign, width class): a hub's thousands of links are a few strokes
+      const classes = Array.from({ length: 2 * HOVER_WIDTHS }, () => []);
       for (const list of [data.incoming(focusNode), data.outgoing(focusNode)]) {
         for (const e of list) {
           const s = data.linkSource[e], t = data.linkTarget[e];
           if (!visible[s] || !visible[t]) continue;
           const w = data.linkWeight[e];
-          ctx.beginPath();
-          ctx.moveTo(x[s], y[s]);
-          ctx.lineTo(x[t], y[t]);
-          ctx.strokeStyle = `rgba(${w < 0 ? COLORS.neg : COLORS.pos},0.85)`;
-          ctx.lineWidth = (0.8 + 5 * Math.sqrt(Math.abs(w) / data.maxAbsWeight)) / k;
-          ctx.stroke();
+          const width = Math.min(HOVER_WIDTHS - 1, Math.round(Math.sqrt(Math.abs(w) / data.maxAbsWeight) * (HOVER_WIDTHS - 1)));
+          classes[width + (w < 0 ? HOVER_WIDTHS : 0)].push(e);
           neighbours.push(s === focusNode ? t : s);
         }
       }
+      classes.forEach((links, c) => {
+        if (!links.length) return;
+        ctx.beginPath();
+        for (const e of links) {
+          const s = data.linkSource[e], t = data.linkTarget[e];
+          ctx.moveTo(x[s], y[s]);
+          ctx.lineTo(x[t], y[t]);
+        }
+        ctx.strokeStyle = `rgba(${c >= HOVER_WIDTHS ? COLORS.neg : COLORS.pos},0.85)`;
+        ctx.lineWidth = (0.8 + (5 * (c % HOVER_WIDTHS)) / (HOVER_WIDTHS - 1)) / k;
+        ctx.stroke();
+      });
       neighbours.push(focusNode);
       this.drawShapes(ctx, k, neighbours, 1 / k);
     }
