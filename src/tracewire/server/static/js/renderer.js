@@ -63,7 +63,7 @@ export class Renderer {
       levels[e] = level + (data.linkWeight[e] < 0 ? WIDTH_LEVELS : 0);
     }
     this.linkBucket = levels;
-    this.linkOrder = null;
+    this.selection = null;
     this.refresh({ relayout: true });
   }
 
@@ -73,17 +73,37 @@ export class Renderer {
     this.refresh();
   }
 
-  /** Link ids by decreasing |weight| (computed on first use, once per graph). */
-  strongestFirst() {
-    if (!this.linkOrder) {
-      const w = this.data.linkWeight;
-      this.linkOrder = Int32Array.from({ length: w.length }, (_, e) => e).sort((a, b) => Math.abs(w[b]) - Math.abs(w[a]));
+  /**
+   * Ids of the visible links to draw: all of them, or the `limit` strongest by |weight|. The cut is
+   * the limit-th largest |weight| from one native sort of a Float32Array (a comparator sort of
+   * 700k ids takes most of a second); kept until the graph, the mask or the limit changes.
+   */
+  linksToDraw(limit) {
+    const { data, visible } = this;
+    const cached = this.selection;
+    if (cached && cached.visible === visible && cached.limit === limit) return cached.links;
+    const ids = new Int32Array(data.nLinks);
+    let n = 0;
+    for (let e = 0; e < data.nLinks; e++) if (visible[data.linkSource[e]] && visible[data.linkTarget[e]]) ids[n++] = e;
+    let links = ids.subarray(0, n);
+    if (limit < n) {
+      const w = data.linkWeight;
+      const magnitudes = new Float32Array(n);
+      for (let j = 0; j < n; j++) magnitudes[j] = Math.abs(w[links[j]]);
+      const cut = magnitudes.sort()[n - limit];
+      const strongest = new Int32Array(limit);
+      let kept = 0;
+      for (let j = 0; j < n; j++) if (Math.abs(w[links[j]]) > cut) strongest[kept++] = links[j];
+      for (let j = 0; j < n && kept < limit; j++) if (Math.abs(w[links[j]]) === cut) strongest[kept++] = links[j];
+      links = strongest;
     }
-    return this.linkOrder;
+    this.selection = { visible, limit, links };
+    return links;
   }
 
   setVisible(visible) {
     this.visible = visible;
+    this.selection = null;
     this.refresh({ relayout: true });
   }
 
@@ -124,7 +144,7 @@ export class Renderer {
 
   // ------------------------------------------------------------------------------ drawing
   drawBase() {
-    const { data, layout, visible } = this;
+    const { data, layout } = this;
     const ctx = this.base.getContext("2d");
     const { k, tx, ty } = this.view;
     this.drawnView = { ...this.view };
@@ -137,17 +157,10 @@ export class Renderer {
 
     // Links, batched by sign and width level; faint when there are many.
     const shown = [];
-    let count = 0;
     for (let b = 0; b < 2 * WIDTH_LEVELS; b++) shown.push([]);
-    const limit = this.linkLimit ?? Infinity;
-    const order = limit < data.nLinks ? this.strongestFirst() : null;
-    for (let j = 0; j < data.nLinks && count < limit; j++) {
-      const e = order ? order[j] : j;
-      const s = data.linkSource[e], t = data.linkTarget[e];
-      if (!visible[s] || !visible[t]) continue;
-      shown[this.linkBucket[e]].push(e);
-      count++;
-    }
+    const links = this.linksToDraw(this.linkLimit ?? Infinity);
+    for (let j = 0; j < links.length; j++) shown[this.linkBucket[links[j]]].push(links[j]);
+    const count = links.length;
     this.visibleLinks = count;
     this.bundles = null;
     if (count > this.bundleAbove) {
