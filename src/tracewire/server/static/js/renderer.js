@@ -4,8 +4,8 @@
 // Two stacked canvases: the base one holds every visible link and node and is redrawn only when
 // the graph, the filter or the view changes; the overlay holds what changes on every pointer move
 // (hovered/selected node, its links, pins), so a hover never redraws the links. Links are drawn
-// in a few batches (sign x width level). With WebGL (webgl_links.js) all links are two draw calls
-// (lines and quads), copied onto the base canvas; without it (or with `?links=canvas`), canvas 2D
+// in a few batches (sign x width level). With WebGL on a GPU (webgl_links.js) all links are one
+// draw call, copied onto the base canvas; without it (or with `?links=canvas`), canvas 2D
 // draws the many weak links as one path of 1-pixel hairlines, which software rasterisation draws
 // fast, the few strong ones wider, in chunks, and bundles them above BUNDLE_ABOVE links (wide
 // strokes of 100k links take seconds to rasterise in Chromium without a GPU). During a pan or zoom
@@ -44,9 +44,10 @@ export class Renderer {
     this.labelOf = (i) => String(i);
     this.redrawTimer = null;
     this.pointer = null;
-    // WebGL draws the links when the browser has it; `?links=canvas` forces the canvas 2D path
-    const forceCanvas = new URLSearchParams(window.location.search).get("links") === "canvas";
-    this.webgl = forceCanvas ? null : WebglLinks.create();
+    // WebGL draws the links on a GPU; `?links=canvas` forces the canvas 2D path everywhere and
+    // `?links=webgl` WebGL even on a software rasteriser (tests, comparisons)
+    const linksParam = new URLSearchParams(window.location.search).get("links");
+    this.webgl = linksParam === "canvas" ? null : WebglLinks.create({ force: linksParam === "webgl" });
     this.bundleAbove = this.webgl ? Infinity : BUNDLE_ABOVE;
     this.bindEvents();
     new ResizeObserver(() => this.data && this.refresh({ relayout: true })).observe(pane);
@@ -213,7 +214,7 @@ export class Renderer {
         const links = shown[level + sign * WIDTH_LEVELS];
         if (!links.length) continue;
         const rgb = (sign ? COLORS.neg : COLORS.pos).split(",").map(Number);
-        const width = level < THIN_LEVELS ? 0 : 0.6 + (level - THIN_LEVELS + 1);
+        const width = level < THIN_LEVELS ? 1 / this.dpr : 0.6 + (level - THIN_LEVELS + 1);
         batches.push({ links, rgba: [...rgb, Math.round(255 * alphaOf(level))], width });
       }
     }

@@ -1,11 +1,9 @@
-// Links drawn with WebGL: two draw calls (hairlines as GL lines, wider links as quads) of vertex
-// buffers built once per base redraw, into an offscreen canvas that the base canvas then copies
-// under its nodes. Canvas 2D strokes every link through the software path rasteriser, which takes
-// seconds for 100k links; WebGL (SwiftShader when there is no GPU) takes tens of milliseconds, so
-// even a 700k-link graph is drawn link by link instead of bundled.
+// Links drawn with WebGL on a GPU: one draw call of a vertex buffer (each link a quad, as wide as
+// its level) built once per base redraw, into an offscreen canvas that the base canvas then copies
+// under its nodes, so even a 700k-link graph is drawn link by link instead of bundled.
 //
-// `WebglLinks.create()` returns null when the browser has no WebGL: the renderer then keeps its
-// canvas 2D drawing.
+// `WebglLinks.create()` returns null without WebGL or with a software one (the renderer then keeps
+// its canvas 2D drawing, which is faster there; see create).
 
 const VERTEX = `
 attribute vec2 position;
@@ -32,11 +30,18 @@ function compile(gl, type, source) {
 }
 
 export class WebglLinks {
-  /** A WebGL link layer, or null where WebGL is unavailable (or fails to set up). */
-  static create() {
+  /**
+   * A WebGL link layer, or null where WebGL is unavailable (or fails to set up) or is a software
+   * rasteriser (SwiftShader, llvmpipe) unless `force`: measured in headless Chromium on a loaded
+   * 2-core box, SwiftShader takes ~3 s for 100k links, where canvas 2D hairlines take ~1 s.
+   */
+  static create({ force = false } = {}) {
     const canvas = document.createElement("canvas");
     const gl = canvas.getContext("webgl", { antialias: true, premultipliedAlpha: true, preserveDrawingBuffer: true });
     if (!gl) return null;
+    const info = gl.getExtension("WEBGL_debug_renderer_info");
+    const device = info ? String(gl.getParameter(info.UNMASKED_RENDERER_WEBGL)) : "";
+    if (!force && /swiftshader|llvmpipe|software/i.test(device)) return null;
     try {
       return new WebglLinks(canvas, gl);
     } catch (error) {
@@ -63,7 +68,7 @@ export class WebglLinks {
 
   /**
    * Draw the links into this layer's canvas (device pixels `width` x `height`).
-   * `batches`: [{links (link ids), rgba [r, g, b, a] (0..255), width (CSS px, 0 = hairline)}],
+   * `batches`: [{links (link ids), rgba [r, g, b, a] (0..255), width (CSS px)}],
    * drawn in order (later on top). `ends(e)` fills `[x0, y0, x1, y1]` (world units) of link e.
    */
   draw({ batches, endsOf, view, cssWidth, cssHeight, dpr }) {
@@ -78,32 +83,11 @@ export class WebglLinks {
     gl.blendFunc(gl.ONE, gl.ONE_MINUS_SRC_ALPHA); // premultiplied "over"
     gl.uniform2f(this.scale, view.k, 2 / cssWidth);
     gl.uniform3f(this.offset, view.tx, view.ty, cssHeight);
-    const thin = batches.filter((b) => !b.width), wide = batches.filter((b) => b.width);
-    this.drawLines(thin, endsOf);
-    this.drawQuads(wide, endsOf, view.k);
+    this.drawQuads(batches, endsOf, view.k);
     return canvas;
   }
 
-  drawLines(batches, endsOf) {
-    const n = batches.reduce((sum, b) => sum + b.links.length, 0);
-    if (!n) return;
-    const positions = new Float32Array(n * 4);
-    const colors = new Uint8Array(n * 8);
-    const ends = [0, 0, 0, 0];
-    let v = 0;
-    for (const { links, rgba } of batches) {
-      for (let j = 0; j < links.length; j++, v += 2) {
-        endsOf(links[j], ends);
-        positions.set(ends, v * 2);
-        colors.set(rgba, v * 4);
-        colors.set(rgba, v * 4 + 4);
-      }
-    }
-    this.upload(positions, colors);
-    this.gl.drawArrays(this.gl.LINES, 0, 2 * n);
-  }
-
-  /** Wide links as two triangles each, `width` CSS px across at zoom k (world width / k). */
+  /** Links as two triangles each, `width` CSS px across at zoom k (world width / k). */
   drawQuads(batches, endsOf, k) {
     const n = batches.reduce((sum, b) => sum + b.links.length, 0);
     if (!n) return;
