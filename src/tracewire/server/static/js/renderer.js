@@ -22,6 +22,7 @@ const WIDTH_LEVELS = 6;
 const BUNDLE_ABOVE = 150000;
 // Hovered links are stroked in this many width classes (one path each) instead of one by one.
 const HOVER_WIDTHS = 8;
+const HOVER_WIDE = 200;
 const THIN_LEVELS = 3;
 const COLORS = {
   pos: "43,108,176", neg: "197,48,48",
@@ -251,25 +252,36 @@ export class Renderer {
       const c = cellOf(i);
       cx[c] += x[i]; cy[c] += y[i]; cn[c]++;
     }
-    const sums = new Map(); // source cell * nCells + target cell -> [positive sum, negative sum]
+    // summed weight per (source cell, target cell, sign): in one typed array when the cell pairs
+    // are few (a Map of 700k keyed updates takes several times longer), else in a Map
+    const pairs = nCells * nCells;
+    const table = pairs <= 1 << 20 ? new Float64Array(2 * pairs) : null;
+    const sparse = table ? null : new Map();
+    const { linkSource, linkTarget, linkWeight } = data;
     for (const links of shown) {
-      for (const e of links) {
-        const key = cellOf(data.linkSource[e]) * nCells + cellOf(data.linkTarget[e]);
-        let entry = sums.get(key);
-        if (!entry) { entry = [0, 0]; sums.set(key, entry); }
-        const w = data.linkWeight[e];
-        entry[w < 0 ? 1 : 0] += w;
+      for (let j = 0; j < links.length; j++) {
+        const e = links[j], w = linkWeight[e];
+        const slot = 2 * (cellOf(linkSource[e]) * nCells + cellOf(linkTarget[e])) + (w < 0 ? 1 : 0);
+        if (table) table[slot] += w;
+        else sparse.set(slot, (sparse.get(slot) ?? 0) + w);
       }
     }
+    const sumAt = (slot) => (table ? table[slot] : sparse.get(slot) ?? 0);
+    const keys = table ? Array.from({ length: pairs }, (_, key) => key) : [...new Set([...sparse.keys()].map((slot) => slot >> 1))];
     let maxAbs = 1e-30;
-    for (const [pos, neg] of sums.values()) maxAbs = Math.max(maxAbs, pos, -neg);
-    this.bundles = [...sums].map(([key, [positive, negative]]) => ({ source: Math.floor(key / nCells), target: key % nCells, positive, negative }));
+    this.bundles = [];
+    for (const key of keys) {
+      const positive = sumAt(2 * key), negative = sumAt(2 * key + 1);
+      if (positive === 0 && negative === 0) continue;
+      maxAbs = Math.max(maxAbs, positive, -negative);
+      this.bundles.push({ source: Math.floor(key / nCells), target: key % nCells, positive, negative });
+    }
     for (const sign of [1, 0]) { // positive on top
       ctx.strokeStyle = `rgba(${sign ? COLORS.neg : COLORS.pos},0.45)`;
-      for (const [key, entry] of sums) {
-        const w = entry[sign];
+      for (const bundle of this.bundles) {
+        const w = sign ? bundle.negative : bundle.positive;
         if (w === 0) continue;
-        const a = Math.floor(key / nCells), b = key % nCells;
+        const a = bundle.source, b = bundle.target;
         ctx.beginPath();
         ctx.moveTo(cx[a] / cn[a], cy[a] / cn[a]);
         ctx.lineTo(cx[b] / cn[b], cy[b] / cn[b]);
@@ -394,28 +406,38 @@ export class Renderer {
       ctx.fillStyle = "rgba(255,255,255,0.62)";
       ctx.fillRect(-tx / k, -ty / k, this.cssWidth / k, this.cssHeight / k);
       const neighbours = [];
-      // one path per (sign, width class): a hub's thousands of links are a few strokes
-      const classes = Array.from({ length: 2 * HOVER_WIDTHS }, () => []);
+      // One path per (sign, width class): a hub's thousands of links are a few strokes. Only its
+      // HOVER_WIDE strongest links are wide; the rest are hairlines, which software rasterisation
+      // draws fast (1,400 wide strokes take ~180 ms).
+      const links = [];
       for (const list of [data.incoming(focusNode), data.outgoing(focusNode)]) {
         for (const e of list) {
           const s = data.linkSource[e], t = data.linkTarget[e];
           if (!visible[s] || !visible[t]) continue;
-          const w = data.linkWeight[e];
-          const width = Math.min(HOVER_WIDTHS - 1, Math.round(Math.sqrt(Math.abs(w) / data.maxAbsWeight) * (HOVER_WIDTHS - 1)));
-          classes[width + (w < 0 ? HOVER_WIDTHS : 0)].push(e);
+          links.push(e);
           neighbours.push(s === focusNode ? t : s);
         }
       }
-      classes.forEach((links, c) => {
-        if (!links.length) return;
+      const magnitudes = Float32Array.from(links, (e) => Math.abs(data.linkWeight[e])).sort();
+      const wideFrom = links.length > HOVER_WIDE ? magnitudes[links.length - HOVER_WIDE] : 0;
+      const classes = Array.from({ length: 2 * (HOVER_WIDTHS + 1) }, () => []); // class 0: hairlines
+      for (const e of links) {
+        const w = data.linkWeight[e];
+        const level = Math.round(Math.sqrt(Math.abs(w) / data.maxAbsWeight) * (HOVER_WIDTHS - 1));
+        const width = Math.abs(w) >= wideFrom ? 1 + Math.min(HOVER_WIDTHS - 1, level) : 0;
+        classes[width + (w < 0 ? HOVER_WIDTHS + 1 : 0)].push(e);
+      }
+      classes.forEach((group, c) => {
+        if (!group.length) return;
+        const width = c % (HOVER_WIDTHS + 1);
         ctx.beginPath();
-        for (const e of links) {
+        for (const e of group) {
           const s = data.linkSource[e], t = data.linkTarget[e];
           ctx.moveTo(x[s], y[s]);
           ctx.lineTo(x[t], y[t]);
         }
-        ctx.strokeStyle = `rgba(${c >= HOVER_WIDTHS ? COLORS.neg : COLORS.pos},0.85)`;
-        ctx.lineWidth = (0.8 + (5 * (c % HOVER_WIDTHS)) / (HOVER_WIDTHS - 1)) / k;
+        ctx.strokeStyle = `rgba(${c > HOVER_WIDTHS ? COLORS.neg : COLORS.pos},${width ? 0.85 : 0.6})`;
+        ctx.lineWidth = width ? (0.8 + (5 * (width - 1)) / (HOVER_WIDTHS - 1)) / k : 1 / (k * this.dpr);
         ctx.stroke();
       });
       neighbours.push(focusNode);
