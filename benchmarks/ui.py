@@ -65,7 +65,7 @@ ALL_LINKS_JS = """async () => {
 
 def dense_graph_file(directory: Path) -> Path:
     """~2.2k nodes and ~732k links, every one kept."""
-    graph = random_graph(n_layers=12, n_pos=16, n_features=2000, n_targets=10, edge_density=0.608, seed=1)
+    graph = random_graph(n_layers=12, n_pos=16, n_features=2000, n_targets=10, edge_density=0.671, seed=1)
     return write_graph_files(graph, "big", directory, prune=keep_all(graph))
 
 

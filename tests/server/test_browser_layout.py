@@ -204,3 +204,49 @@ def test_very_many_links_are_drawn_as_bundles_with_the_summed_weights(browser: A
         assert bundle["negative"] == pytest.approx(negative, rel=1e-6)
     shot(page, "23-bundled-links")
     context.close()
+
+
+LINK_PIXELS_JS = """() => {
+  const ex = window.tracewire.explorer, d = ex.data, r = ex.renderer;
+  r.setLinkLimit(Infinity);
+  const ctx = r.base.getContext("2d"), dpr = r.dpr, at = (v) => Math.round(v * dpr);
+  const order = Array.from(d.linkWeight.keys())
+    .filter((e) => r.visible[d.linkSource[e]] && r.visible[d.linkTarget[e]])
+    .sort((a, b) => Math.abs(d.linkWeight[b]) - Math.abs(d.linkWeight[a]));
+  const shown = []; for (let i = 0; i < d.nodes.length; i++) if (r.visible[i]) shown.push(i);
+  const clear = (p) => shown.every((i) => { const q = r.screenPosition(i);
+    return Math.hypot(q.x - p.x, q.y - p.y) > r.layout.r[i] * r.view.k + 4; });
+  const picked = { pos: [], neg: [] };
+  for (const e of order) {
+    const key = d.linkWeight[e] < 0 ? "neg" : "pos";
+    if (picked[key].length >= 4) continue;
+    const a = r.screenPosition(d.linkSource[e]), b = r.screenPosition(d.linkTarget[e]);
+    const points = [0.35, 0.5, 0.65].map((f) => ({ x: a.x + f * (b.x - a.x), y: a.y + f * (b.y - a.y) }));
+    if (!points.every(clear)) continue;
+    const pixel = (p) => Array.from(ctx.getImageData(at(p.x), at(p.y), 1, 1).data);
+    picked[key].push(points.map(pixel));
+  }
+  return { webgl: !!r.webgl, picked, drawn: r.visibleLinks, links: d.nLinks, bundles: r.bundles };
+}"""
+
+
+@pytest.mark.parametrize("query", ["&links=webgl", "&links=canvas"], ids=["webgl", "canvas-2d"])
+def test_links_are_painted_with_their_sign_colour_by_webgl_and_canvas(
+    browser: Any, site: str, query: str
+) -> None:
+    """Both link layers paint every link: on the base canvas, the strongest positive links are blue
+    and the strongest negative ones red along their length (points clear of every node)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    page.goto(f"{site}/?graph=demo{query}")
+    page.wait_for_selector('body[data-status="ready"][data-graph="demo"]', timeout=30_000)
+    result = page.evaluate(LINK_PIXELS_JS)
+    assert result["webgl"] is query.endswith("webgl")  # headless Chromium has WebGL (SwiftShader)
+    assert result["drawn"] > 0 and result["bundles"] is None
+    assert len(result["picked"]["pos"]) >= 2 and len(result["picked"]["neg"]) >= 2
+    for sign, samples in result["picked"].items():
+        for link in samples:
+            tinted = [(b - r if sign == "pos" else r - b) > 25 for r, _, b, _ in link]
+            assert sum(tinted) >= 2, f"{sign} link pixels {link}"
+    shot(page, f"24-links-{query.split('=')[1]}")
+    context.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import gzip
 import logging
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import Response, StreamingResponse
@@ -158,8 +158,23 @@ def graph_links(
     node_threshold: NodeThreshold = None,
     edge_threshold: EdgeThreshold = None,
     keep: Keep = None,
+    format: Annotated[
+        Literal["json", "binary"],
+        Query(
+            description=(
+                "binary: the page as little-endian int32 sources, int32 targets and float32 weights "
+                "(n links = body length / 12), with the offset and the total in the X-Links-Offset and "
+                "X-Links-Total headers; what the explorer reads."
+            )
+        ),
+    ] = "json",
 ) -> Response:
     view = _view(context, slug, node_threshold, edge_threshold, keep)
+    if format == "binary":
+        headers = {"X-Links-Offset": str(offset), "X-Links-Total": str(view.n_links)}
+        return Response(
+            view.links_binary(offset, limit), media_type="application/octet-stream", headers=headers
+        )
     return Response(view.links_json(offset, limit), media_type="application/json")
 
 

@@ -3,19 +3,26 @@
 //
 // Two stacked canvases: the base one holds every visible link and node and is redrawn only when
 // the graph, the filter or the view changes; the overlay holds what changes on every pointer move
-// (hovered/selected node, its links, pins). Links are drawn in a few batches (sign x width
-// level): the many weak links as one path of 1-pixel hairlines, which software rasterisation
-// draws fast; the few strong ones wider, in chunks. Wide strokes of 100k links would take seconds
-// to rasterise in Chromium without a GPU. During a pan or zoom the drawn bitmaps are
-// moved with a CSS transform and redrawn once the gesture pauses.
+// (hovered/selected node, its links, pins), so a hover never redraws the links. Links are drawn
+// in a few batches (sign x width level). With WebGL on a GPU (webgl_links.js) all links are one
+// draw call, copied onto the base canvas; without it (or with `?links=canvas`), canvas 2D
+// draws the many weak links as one path of 1-pixel hairlines, which software rasterisation draws
+// fast, the few strong ones wider, in chunks, and bundles them above BUNDLE_ABOVE links (wide
+// strokes of 100k links take seconds to rasterise in Chromium without a GPU). During a pan or zoom
+// the drawn bitmaps are moved with a CSS transform and redrawn once the gesture pauses.
 
 import { KIND } from "./graph_data.js";
 import { computeLayout, HitGrid, MARGIN } from "./layout.js";
+import { WebglLinks } from "./webgl_links.js";
 
 // Link width levels are linear in |weight| / max |weight|; the lowest ones are 1-pixel hairlines.
 const WIDTH_LEVELS = 6;
-// Above this many links to draw, the base layer draws them bundled by cell (see drawBundles).
+// Above this many links to draw, a canvas 2D base layer draws them bundled by cell (see
+// drawBundles); with WebGL every link is drawn.
 const BUNDLE_ABOVE = 150000;
+// Hovered links are stroked in this many width classes (one path each) instead of one by one.
+const HOVER_WIDTHS = 8;
+const HOVER_WIDE = 200;
 const THIN_LEVELS = 3;
 const COLORS = {
   pos: "43,108,176", neg: "197,48,48",
@@ -38,7 +45,11 @@ export class Renderer {
     this.labelOf = (i) => String(i);
     this.redrawTimer = null;
     this.pointer = null;
-    this.bundleAbove = BUNDLE_ABOVE;
+    // WebGL draws the links on a GPU; `?links=canvas` forces the canvas 2D path everywhere and
+    // `?links=webgl` WebGL even on a software rasteriser (tests, comparisons)
+    const linksParam = new URLSearchParams(window.location.search).get("links");
+    this.webgl = linksParam === "canvas" ? null : WebglLinks.create({ force: linksParam === "webgl" });
+    this.bundleAbove = this.webgl ? Infinity : BUNDLE_ABOVE;
     this.bindEvents();
     new ResizeObserver(() => this.data && this.refresh({ relayout: true })).observe(pane);
   }
@@ -54,7 +65,7 @@ export class Renderer {
       levels[e] = level + (data.linkWeight[e] < 0 ? WIDTH_LEVELS : 0);
     }
     this.linkBucket = levels;
-    this.linkOrder = null;
+    this.selection = null;
     this.refresh({ relayout: true });
   }
 
@@ -64,17 +75,37 @@ export class Renderer {
     this.refresh();
   }
 
-  /** Link ids by decreasing |weight| (computed on first use, once per graph). */
-  strongestFirst() {
-    if (!this.linkOrder) {
-      const w = this.data.linkWeight;
-      this.linkOrder = Int32Array.from({ length: w.length }, (_, e) => e).sort((a, b) => Math.abs(w[b]) - Math.abs(w[a]));
+  /**
+   * Ids of the visible links to draw: all of them, or the `limit` strongest by |weight|. The cut is
+   * the limit-th largest |weight| from one native sort of a Float32Array (a comparator sort of
+   * 700k ids takes most of a second); kept until the graph, the mask or the limit changes.
+   */
+  linksToDraw(limit) {
+    const { data, visible } = this;
+    const cached = this.selection;
+    if (cached && cached.visible === visible && cached.limit === limit) return cached.links;
+    const ids = new Int32Array(data.nLinks);
+    let n = 0;
+    for (let e = 0; e < data.nLinks; e++) if (visible[data.linkSource[e]] && visible[data.linkTarget[e]]) ids[n++] = e;
+    let links = ids.subarray(0, n);
+    if (limit < n) {
+      const w = data.linkWeight;
+      const magnitudes = new Float32Array(n);
+      for (let j = 0; j < n; j++) magnitudes[j] = Math.abs(w[links[j]]);
+      const cut = magnitudes.sort()[n - limit];
+      const strongest = new Int32Array(limit);
+      let kept = 0;
+      for (let j = 0; j < n; j++) if (Math.abs(w[links[j]]) > cut) strongest[kept++] = links[j];
+      for (let j = 0; j < n && kept < limit; j++) if (Math.abs(w[links[j]]) === cut) strongest[kept++] = links[j];
+      links = strongest;
     }
-    return this.linkOrder;
+    this.selection = { visible, limit, links };
+    return links;
   }
 
   setVisible(visible) {
     this.visible = visible;
+    this.selection = null;
     this.refresh({ relayout: true });
   }
 
@@ -115,7 +146,7 @@ export class Renderer {
 
   // ------------------------------------------------------------------------------ drawing
   drawBase() {
-    const { data, layout, visible } = this;
+    const { data, layout } = this;
     const ctx = this.base.getContext("2d");
     const { k, tx, ty } = this.view;
     this.drawnView = { ...this.view };
@@ -128,17 +159,10 @@ export class Renderer {
 
     // Links, batched by sign and width level; faint when there are many.
     const shown = [];
-    let count = 0;
     for (let b = 0; b < 2 * WIDTH_LEVELS; b++) shown.push([]);
-    const limit = this.linkLimit ?? Infinity;
-    const order = limit < data.nLinks ? this.strongestFirst() : null;
-    for (let j = 0; j < data.nLinks && count < limit; j++) {
-      const e = order ? order[j] : j;
-      const s = data.linkSource[e], t = data.linkTarget[e];
-      if (!visible[s] || !visible[t]) continue;
-      shown[this.linkBucket[e]].push(e);
-      count++;
-    }
+    const links = this.linksToDraw(this.linkLimit ?? Infinity);
+    for (let j = 0; j < links.length; j++) shown[this.linkBucket[links[j]]].push(links[j]);
+    const count = links.length;
     this.visibleLinks = count;
     this.bundles = null;
     if (count > this.bundleAbove) {
@@ -147,13 +171,19 @@ export class Renderer {
       return;
     }
     const baseAlpha = Math.min(0.55, Math.max(0.02, 7 / Math.sqrt(Math.max(count, 1))));
+    const alphaOf = (level) => Math.min(0.9, baseAlpha * (1 + level * 0.8));
+    if (this.webgl) {
+      this.drawLinksWebgl(ctx, shown, alphaOf);
+      this.drawNodes(ctx, k);
+      return;
+    }
     const { x, y } = layout;
     const hairline = 1 / (k * this.dpr); // Skia rasterises 1-device-pixel lines on a fast path
     for (let level = 0; level < WIDTH_LEVELS; level++) {
       for (const sign of [1, 0]) { // positive links on top of negative ones
         const links = shown[level + sign * WIDTH_LEVELS];
         if (!links.length) continue;
-        ctx.strokeStyle = `rgba(${sign ? COLORS.neg : COLORS.pos},${Math.min(0.9, baseAlpha * (1 + level * 0.8))})`;
+        ctx.strokeStyle = `rgba(${sign ? COLORS.neg : COLORS.pos},${alphaOf(level)})`;
         ctx.lineWidth = level < THIN_LEVELS ? hairline : (0.6 + (level - THIN_LEVELS + 1)) / k;
         // wide strokes of one huge path are slow to rasterise: stroke them in chunks
         const chunk = level < THIN_LEVELS ? links.length : 512;
@@ -170,6 +200,36 @@ export class Renderer {
       }
     }
     this.drawNodes(ctx, k);
+  }
+
+  /**
+   * The same batches as the canvas 2D path (width level, negative under positive), drawn by the
+   * WebGL layer and copied onto the base canvas in device pixels, between the axes and the nodes.
+   */
+  drawLinksWebgl(ctx, shown, alphaOf) {
+    const { data } = this;
+    const { x, y } = this.layout;
+    const batches = [];
+    for (let level = 0; level < WIDTH_LEVELS; level++) {
+      for (const sign of [1, 0]) {
+        const links = shown[level + sign * WIDTH_LEVELS];
+        if (!links.length) continue;
+        const rgb = (sign ? COLORS.neg : COLORS.pos).split(",").map(Number);
+        const width = level < THIN_LEVELS ? 1 / this.dpr : 0.6 + (level - THIN_LEVELS + 1);
+        batches.push({ links, rgba: [...rgb, Math.round(255 * alphaOf(level))], width });
+      }
+    }
+    const endsOf = (e, ends) => {
+      const s = data.linkSource[e], t = data.linkTarget[e];
+      ends[0] = x[s]; ends[1] = y[s]; ends[2] = x[t]; ends[3] = y[t];
+    };
+    const drawn = this.webgl.draw({
+      batches, endsOf, view: this.view, cssWidth: this.cssWidth, cssHeight: this.cssHeight, dpr: this.dpr,
+    });
+    ctx.save();
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.drawImage(drawn, 0, 0);
+    ctx.restore();
   }
 
   /**
@@ -192,25 +252,36 @@ export class Renderer {
       const c = cellOf(i);
       cx[c] += x[i]; cy[c] += y[i]; cn[c]++;
     }
-    const sums = new Map(); // source cell * nCells + target cell -> [positive sum, negative sum]
+    // summed weight per (source cell, target cell, sign): in one typed array when the cell pairs
+    // are few (a Map of 700k keyed updates takes several times longer), else in a Map
+    const pairs = nCells * nCells;
+    const table = pairs <= 1 << 20 ? new Float64Array(2 * pairs) : null;
+    const sparse = table ? null : new Map();
+    const { linkSource, linkTarget, linkWeight } = data;
     for (const links of shown) {
-      for (const e of links) {
-        const key = cellOf(data.linkSource[e]) * nCells + cellOf(data.linkTarget[e]);
-        let entry = sums.get(key);
-        if (!entry) { entry = [0, 0]; sums.set(key, entry); }
-        const w = data.linkWeight[e];
-        entry[w < 0 ? 1 : 0] += w;
+      for (let j = 0; j < links.length; j++) {
+        const e = links[j], w = linkWeight[e];
+        const slot = 2 * (cellOf(linkSource[e]) * nCells + cellOf(linkTarget[e])) + (w < 0 ? 1 : 0);
+        if (table) table[slot] += w;
+        else sparse.set(slot, (sparse.get(slot) ?? 0) + w);
       }
     }
+    const sumAt = (slot) => (table ? table[slot] : sparse.get(slot) ?? 0);
+    const keys = table ? Array.from({ length: pairs }, (_, key) => key) : [...new Set([...sparse.keys()].map((slot) => slot >> 1))];
     let maxAbs = 1e-30;
-    for (const [pos, neg] of sums.values()) maxAbs = Math.max(maxAbs, pos, -neg);
-    this.bundles = [...sums].map(([key, [positive, negative]]) => ({ source: Math.floor(key / nCells), target: key % nCells, positive, negative }));
+    this.bundles = [];
+    for (const key of keys) {
+      const positive = sumAt(2 * key), negative = sumAt(2 * key + 1);
+      if (positive === 0 && negative === 0) continue;
+      maxAbs = Math.max(maxAbs, positive, -negative);
+      this.bundles.push({ source: Math.floor(key / nCells), target: key % nCells, positive, negative });
+    }
     for (const sign of [1, 0]) { // positive on top
       ctx.strokeStyle = `rgba(${sign ? COLORS.neg : COLORS.pos},0.45)`;
-      for (const [key, entry] of sums) {
-        const w = entry[sign];
+      for (const bundle of this.bundles) {
+        const w = sign ? bundle.negative : bundle.positive;
         if (w === 0) continue;
-        const a = Math.floor(key / nCells), b = key % nCells;
+        const a = bundle.source, b = bundle.target;
         ctx.beginPath();
         ctx.moveTo(cx[a] / cn[a], cy[a] / cn[a]);
         ctx.lineTo(cx[b] / cn[b], cy[b] / cn[b]);
@@ -335,20 +406,40 @@ export class Renderer {
       ctx.fillStyle = "rgba(255,255,255,0.62)";
       ctx.fillRect(-tx / k, -ty / k, this.cssWidth / k, this.cssHeight / k);
       const neighbours = [];
+      // One path per (sign, width class): a hub's thousands of links are a few strokes. Only its
+      // HOVER_WIDE strongest links are wide; the rest are hairlines, which software rasterisation
+      // draws fast (1,400 wide strokes take ~180 ms).
+      const links = [];
       for (const list of [data.incoming(focusNode), data.outgoing(focusNode)]) {
         for (const e of list) {
           const s = data.linkSource[e], t = data.linkTarget[e];
           if (!visible[s] || !visible[t]) continue;
-          const w = data.linkWeight[e];
-          ctx.beginPath();
-          ctx.moveTo(x[s], y[s]);
-          ctx.lineTo(x[t], y[t]);
-          ctx.strokeStyle = `rgba(${w < 0 ? COLORS.neg : COLORS.pos},0.85)`;
-          ctx.lineWidth = (0.8 + 5 * Math.sqrt(Math.abs(w) / data.maxAbsWeight)) / k;
-          ctx.stroke();
+          links.push(e);
           neighbours.push(s === focusNode ? t : s);
         }
       }
+      const magnitudes = Float32Array.from(links, (e) => Math.abs(data.linkWeight[e])).sort();
+      const wideFrom = links.length > HOVER_WIDE ? magnitudes[links.length - HOVER_WIDE] : 0;
+      const classes = Array.from({ length: 2 * (HOVER_WIDTHS + 1) }, () => []); // class 0: hairlines
+      for (const e of links) {
+        const w = data.linkWeight[e];
+        const level = Math.round(Math.sqrt(Math.abs(w) / data.maxAbsWeight) * (HOVER_WIDTHS - 1));
+        const width = Math.abs(w) >= wideFrom ? 1 + Math.min(HOVER_WIDTHS - 1, level) : 0;
+        classes[width + (w < 0 ? HOVER_WIDTHS + 1 : 0)].push(e);
+      }
+      classes.forEach((group, c) => {
+        if (!group.length) return;
+        const width = c % (HOVER_WIDTHS + 1);
+        ctx.beginPath();
+        for (const e of group) {
+          const s = data.linkSource[e], t = data.linkTarget[e];
+          ctx.moveTo(x[s], y[s]);
+          ctx.lineTo(x[t], y[t]);
+        }
+        ctx.strokeStyle = `rgba(${c > HOVER_WIDTHS ? COLORS.neg : COLORS.pos},${width ? 0.85 : 0.6})`;
+        ctx.lineWidth = width ? (0.8 + (5 * (width - 1)) / (HOVER_WIDTHS - 1)) / k : 1 / (k * this.dpr);
+        ctx.stroke();
+      });
       neighbours.push(focusNode);
       this.drawShapes(ctx, k, neighbours, 1 / k);
     }
