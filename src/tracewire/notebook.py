@@ -189,6 +189,8 @@ class _BackgroundServer:
     def __init__(self, app: Any, port: int) -> None:
         import uvicorn
 
+        from tracewire.server.serving import server_config
+
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -197,7 +199,8 @@ class _BackgroundServer:
             sock.close()
             raise InvalidArgumentError(f"show(): cannot listen on 127.0.0.1:{port}: {e}") from e
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="on")
+        # The same limits as `tracewire serve` (head/body timeouts, connection cap, log budget).
+        config = server_config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run,
