@@ -144,3 +144,81 @@ def test_schedules_follow_the_clock_under_a_time_budget():
     assert learning_rate(config, 95, 100) == pytest.approx(0.05 / 0.2)
     assert sparsity_coefficient(config, 9, 100) == pytest.approx(2.0 * 10 / 50)
     assert sparsity_coefficient(config, 9, 100, time_frac=0.4) == pytest.approx(2.0 * 0.8)
+
+
+def test_auxk_feeds_only_dead_features_from_the_live_error():
+    from tracewire.training.losses import auxk_loss
+    from tracewire.training.module import TrainableTranscoders
+
+    config = tiny_config(kind="skip-plt", activation="topk", k=2, auxk=4)
+    module = TrainableTranscoders(config, 3, 16, torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(1)
+    xs, ys = torch.randn(3, 64, 16, generator=generator), torch.randn(3, 64, 16, generator=generator)
+    with torch.no_grad():
+        module.b_enc[:, 8:] = 50.0  # features 8.. always win the top-k: 0..7 never fire
+    recon, acts, pre = module(xs)
+    assert not acts[:, :, :8].any()
+    dead = torch.zeros(3, 32, dtype=torch.bool)
+    dead[:, :8] = True
+    loss = auxk_loss(module, recon, ys, pre, dead)
+    assert loss is not None and loss.item() > 0
+    loss.backward()
+    assert module.W_dec.grad[:, :8].abs().sum() > 0 and module.W_enc.grad[:, :8].abs().sum() > 0
+    assert module.W_dec.grad[:, 8:].abs().sum() == 0 and module.W_enc.grad[:, 8:].abs().sum() == 0
+    assert auxk_loss(module, recon, ys, pre, torch.zeros_like(dead)) is None
+
+
+def test_data_init_puts_encoder_rows_on_real_inputs(corpus):
+    from tracewire.training.module import TrainableTranscoders
+    from tracewire.training.trainer import estimate_statistics, init_encoder_from_data
+
+    config = tiny_config(kind="skip-plt", activation="batchtopk", k=4, encoder_init="data", auxk=8)
+    source = tiny_source(corpus, config)
+    module = TrainableTranscoders(config, 3, 16, torch.Generator().manual_seed(0))
+    stats, _ = estimate_statistics(source, 2, 0, 1)
+    module.set_standardisation(*stats)
+    init_encoder_from_data(module, source, torch.Generator().manual_seed(0))
+    xs, _ = module.standardise(*source.batch(0))
+    xs = xs / xs.norm(dim=-1, keepdim=True)
+    for layer in range(3):
+        cosine = module.W_enc[layer] @ xs[layer].T  # [F, tokens]
+        torch.testing.assert_close(module.W_enc[layer].norm(dim=-1), torch.ones(32))
+        assert cosine.max(dim=1).values.min() > 1 - 1e-5  # every row is one of the batch's tokens
+
+
+def test_auxk_and_data_init_train_and_export(tmp_path, corpus):
+    config = tiny_config(kind="skip-plt", activation="batchtopk", k=4, encoder_init="data", auxk=8,
+                         dead_tokens=200, checkpoint_every=1000)  # fmt: skip
+    result = train_transcoders(config, tiny_source(corpus, config), tmp_path / "out", progress=False)
+    assert result.curves[-1]["mse"] < 0.7 * result.curves[0]["mse"]
+    assert any(c["auxk"] is not None for c in result.curves)  # some features died and were fed
+    assert result.report["eval"]["l0_mean"] <= 2 * config.k  # the exported JumpReLU threshold is set
+
+
+def test_resume_accepts_a_checkpoint_older_than_new_default_fields():
+    from pathlib import Path
+
+    from tracewire.errors import InvalidArgumentError
+    from tracewire.training.trainer import _check_resumable
+
+    config = tiny_config()
+    saved = {k: v for k, v in config.to_dict().items() if k not in ("auxk", "auxk_coef", "encoder_init")}
+    _check_resumable(saved, config, 1, Path("ckpt"))
+    with pytest.raises(InvalidArgumentError, match="auxk"):
+        _check_resumable(saved, config.replace(kind="skip-plt", activation="topk", k=2, auxk=4), 1, Path("c"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"encoder_init": "pca"}, "encoder_init must be 'random' or 'data'"),
+        ({"auxk": 4}, "auxk must be >= 0 and is for per-layer topk / batchtopk"),  # relu
+        ({"kind": "clt", "activation": "topk", "k": 2, "auxk": 4}, "kind 'clt'"),
+        ({"activation": "topk", "k": 2, "auxk": -1}, "got auxk=-1"),
+    ],
+)
+def test_config_refuses_bad_auxk_and_init(changes, message):
+    from tracewire.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match=message):
+        tiny_config(**changes)

@@ -15,6 +15,7 @@ from tracewire.cli.common import (
     TRANSCODERS_HELP,
     fail_cleanly,
     parse_dtype,
+    transcoders_or_default,
 )
 
 
@@ -22,7 +23,7 @@ from tracewire.cli.common import (
 def attribute_command(
     prompt: str = typer.Argument(..., help="The prompt to explain (BOS is prepended)."),
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    transcoders: str = typer.Option(..., "--transcoders", "-t", help=TRANSCODERS_HELP),
+    transcoders: str = typer.Option(None, "--transcoders", "-t", help=TRANSCODERS_HELP),
     output: Path = typer.Option(..., "--output", "-o", help="Graph file to write (.safetensors)."),
     target: list[str] = typer.Option(
         None, "--target", help="A target token (repeatable); default: the salient logits."
@@ -47,6 +48,7 @@ def attribute_command(
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch_dtype = parse_dtype(dtype)
     device = resolve_device(device)
+    transcoders = transcoders_or_default(transcoders, model)
     model = model_for_transcoders(transcoders, model, default=DEFAULT_MODEL)
     loaded = load_model(model, dtype=torch_dtype, device=device)
     ts = load_transcoders(
@@ -77,7 +79,7 @@ def attribute_command(
 @fail_cleanly
 def estimate_command(
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    transcoders: str = typer.Option(..., "--transcoders", "-t", help=TRANSCODERS_HELP),
+    transcoders: str = typer.Option(None, "--transcoders", "-t", help=TRANSCODERS_HELP),
     prompt_tokens: int = typer.Option(
         None, "--prompt-tokens", help="Prompt length in tokens (with BOS), when the prompt is not known yet."
     ),
@@ -95,6 +97,7 @@ def estimate_command(
     from tracewire.transcoders.presets import model_for_transcoders
 
     torch_dtype = parse_dtype(dtype)
+    transcoders = transcoders_or_default(transcoders, model)
     model = model_for_transcoders(transcoders, model, default=DEFAULT_MODEL)
     loaded = load_model(model, dtype=torch_dtype)
     ts = load_transcoders(transcoders, n_layers=loaded.n_layers, d_model=loaded.d_model, dtype=torch_dtype)

@@ -14,7 +14,8 @@ from tracewire.errors import TracewireError
 DEFAULT_MODEL = "smollm2-135m"
 MODEL_HELP = "Model alias, folder, .gguf or hub id (default: a preset's own model, else smollm2-135m)."
 TRANSCODERS_HELP = (
-    "Transcoder folder, hub ref, or preset name (gemma, llama, qwen3, ...; see `tracewire presets`)."
+    "Transcoder folder, hub ref, or preset name (gemma, llama, qwen3, ...; see `tracewire presets`); "
+    "default for smollm2-135m: its shipped set."
 )
 DTYPES = ("fp32", "float32", "bf16", "bfloat16", "fp16", "float16")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -94,3 +95,15 @@ def wrap_every_command(app: typer.Typer) -> None:
     for group in app.registered_groups:
         if group.typer_instance is not None:
             wrap_every_command(group.typer_instance)
+
+
+def transcoders_or_default(transcoders: str | None, model: str | None) -> str:
+    """``--transcoders`` as given, or the shipped set when the model is the embedded default."""
+    from tracewire.transcoders.presets import EMBEDDED_MODEL, default_transcoders
+
+    chosen = default_transcoders(transcoders, model)
+    if chosen is None:
+        raise typer.BadParameter(
+            f"--transcoders is needed for --model {model!r}: the shipped default set is for {EMBEDDED_MODEL}"
+        )
+    return chosen

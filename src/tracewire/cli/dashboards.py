@@ -34,7 +34,12 @@ def dashboards_build(
     ctx: typer.Context,
     output: Path = typer.Option(None, "-o", "--output", help="Feature store to write (.sqlite)."),
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model alias, folder, .gguf or hub id."),
-    transcoders: str = typer.Option(None, "--transcoders", "-t", help="Transcoder folder or hub ref."),
+    transcoders: str = typer.Option(
+        None,
+        "--transcoders",
+        "-t",
+        help="Transcoder folder, hub ref or preset (default for smollm2-135m: shipped).",
+    ),
     corpus: Path = typer.Option(None, "--corpus", help="Token corpus (default: the model's default corpus)."),
     tokens: int = typer.Option(1_000_000, "--tokens", min=1, help="Corpus tokens to read (whole windows)."),
     features: str = typer.Option(None, "--features", help="Only these features: 'L:F,L:A-B,L:*,L'."),
@@ -65,11 +70,11 @@ def dashboards_build(
     """
     if ctx.invoked_subcommand is not None:
         return
-    missing = [
-        name for name, value in (("--output", output), ("--transcoders", transcoders)) if value is None
-    ]
-    if missing:
-        raise typer.BadParameter(f"building a feature store needs {' and '.join(missing)}")
+    if output is None:
+        raise typer.BadParameter("building a feature store needs --output")
+    from tracewire.cli.common import transcoders_or_default
+
+    transcoders = transcoders_or_default(transcoders, model)
     _logging(not quiet)
     from tracewire.corpus import TokenCorpus, default_corpus_dir
     from tracewire.dashboards import DashboardConfig, FeatureSelection, build_feature_store

@@ -22,16 +22,24 @@ def demo_command(
     fast: Annotated[
         bool, typer.Option("--fast", help="Tiny settings (CI): small corpus, tiny transcoders.")
     ] = False,
+    train: Annotated[
+        bool,
+        typer.Option(
+            "--train",
+            help="Train the fast default set (~15 min on 2 cores) instead of using the shipped one.",
+        ),
+    ] = False,
     port: Annotated[int, typer.Option("--port", help="Port of the UI.")] = 8046,
     max_feature_nodes: Annotated[
         int | None, typer.Option("--max-feature-nodes", help="Feature budget per graph.")
     ] = None,
 ) -> None:
-    """Train (or reuse) transcoders for SmolLM2-135M, attribute showcase prompts, score them, serve the UI."""
+    """Attribute showcase prompts on SmolLM2-135M (shipped transcoders), read and check them, serve the UI."""
     from tracewire.demo.pipeline import DemoSettings, run_demo
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = DemoSettings.fast_settings(out) if fast else DemoSettings(out_dir=out)
+    settings.train = train
     if max_feature_nodes is not None:
         settings.max_feature_nodes = max_feature_nodes
     report = run_demo(settings)
@@ -50,8 +58,15 @@ def demo_command(
             f"{row['completeness']:6.3f} {row['pruned_replacement']:5.3f}/{row['pruned_completeness']:5.3f} "
             f"{frozen:>12s}/{unfrozen:<12s}"
         )
+    for slug, row in report["graphs"].items():
+        reading = row.get("reading") or {}
+        if reading.get("groups"):
+            typer.echo("")
+            typer.echo(f"[{slug}] {reading['text']}")
+    timings = report["timings"]
     typer.echo(
-        f"report: {out / 'report.json'}; graphs: {out / 'graphs'}; total {report['timings']['total']:.0f}s"
+        f"report: {out / 'report.json'}; graphs: {out / 'graphs'}; first graph after "
+        f"{timings.get('first_graph', float('nan')):.0f}s, total {timings['total']:.0f}s"
     )
     if no_serve:
         return

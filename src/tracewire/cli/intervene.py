@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from tracewire.cli.common import DEFAULT_MODEL, MODEL_HELP, TRANSCODERS_HELP
+from tracewire.cli.common import DEFAULT_MODEL, MODEL_HELP, TRANSCODERS_HELP, transcoders_or_default
 from tracewire.errors import InvalidArgumentError, TracewireError
 
 if TYPE_CHECKING:  # torch-heavy: imported when a command runs, not for --help
@@ -77,7 +77,7 @@ def parse_layers(text: str | None, n_layers: int) -> range | None:
 @_clean_errors
 def intervene_command(
     prompt: Annotated[str, typer.Argument(help="The prompt (BOS is prepended).")],
-    transcoders: Annotated[str, typer.Option("--transcoders", "-t", help=TRANSCODERS_HELP)],
+    transcoders: Annotated[str | None, typer.Option("--transcoders", "-t", help=TRANSCODERS_HELP)] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="L:POS:FEAT=VALUE: clamp (repeatable).")
@@ -125,6 +125,7 @@ def intervene_command(
         raise InvalidArgumentError("no interventions given: use --set, --scale, --ablate or --add")
     from tracewire.transcoders.presets import model_for_transcoders
 
+    transcoders = transcoders_or_default(transcoders, model)
     loaded, ts = _load(
         model_for_transcoders(transcoders, model, default=DEFAULT_MODEL), transcoders, dtype, device
     )
@@ -168,8 +169,13 @@ def intervene_command(
 def evaluate_command(
     graph_path: Annotated[Path, typer.Argument(help="A graph made by `tracewire attribute` (.safetensors).")],
     transcoders: Annotated[
-        str, typer.Option("--transcoders", "-t", help="The transcoders the graph was made with.")
-    ],
+        str | None,
+        typer.Option(
+            "--transcoders",
+            "-t",
+            help="The transcoders the graph was made with (default for smollm2-135m: shipped).",
+        ),
+    ] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Model (default: the one named in the graph).")
     ] = None,
@@ -196,6 +202,7 @@ def evaluate_command(
     model_spec = model or graph.metadata.get("model")
     if not model_spec:
         raise InvalidArgumentError(f"{graph_path} names no model in its metadata: pass --model")
+    transcoders = transcoders_or_default(transcoders, str(model_spec))
     loaded, ts = _load(str(model_spec), transcoders, dtype, device)
     report = evaluate_graph(graph, loaded, ts, k=k, n_random=n_random, fraction=fraction, seed=seed)
     report.metadata.update({"graph": str(graph_path), "model": str(model_spec), "transcoders": transcoders})

@@ -61,8 +61,12 @@ def serve_command(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not directory.is_dir():
         raise typer.BadParameter(f"{directory} is not a directory", param_hint="DIRECTORY")
-    if (model is None) != (transcoders is None):
-        raise typer.BadParameter("steering needs both --model and --transcoders")
+    if transcoders is not None and model is None:
+        raise typer.BadParameter("--transcoders needs --model (steering and attribution run that model)")
+    if model is not None:
+        from tracewire.cli.common import transcoders_or_default
+
+        transcoders = transcoders_or_default(transcoders, model)
     feature_service = None
     if features is not None:
         if not features.is_file():

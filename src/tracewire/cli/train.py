@@ -90,6 +90,11 @@ def train(
     max_minutes: float = typer.Option(
         None, "--max-minutes", help="Stop cleanly after this long (resume later)."
     ),
+    time_budget: float = typer.Option(
+        None,
+        "--time-budget",
+        help="Minutes of training, then export what was trained (schedules follow the clock).",
+    ),
     seed: int = typer.Option(None, "--seed"),
 ) -> None:
     """Train transcoders on a model's activations (works under torchrun for data parallelism)."""
@@ -111,8 +116,14 @@ def train(
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     loaded = load_model(model)
+    if max_minutes and time_budget:
+        raise typer.BadParameter(
+            "--max-minutes (stop, resume later) and --time-budget (finish) exclude each other"
+        )
+    minutes = time_budget or max_minutes
     result = train_on_corpus(loaded, out, config, corpus_dir=corpus, cache_dir=cache_dir, resume=resume,
-                             time_limit_s=max_minutes * 60 if max_minutes else None)  # fmt: skip
+                             time_limit_s=minutes * 60 if minutes else None,
+                             finish_at_time_limit=bool(time_budget))  # fmt: skip
     if "stopped_at" in result.report:
         typer.echo(f"stopped at step {result.report['stopped_at']} of {result.report['steps']}; "
                    "run the same command with --resume to continue")  # fmt: skip
@@ -126,7 +137,12 @@ def train(
 
 
 def eval_transcoders(
-    transcoders: Path = typer.Option(..., "--transcoders", "-t", help="Transcoder directory (or hub ref)."),
+    transcoders: str = typer.Option(
+        None,
+        "--transcoders",
+        "-t",
+        help="Transcoder directory, hub ref or preset (default: the shipped set).",
+    ),
     model: str = typer.Option("smollm2-135m", "--model", "-m"),
     corpus: Path = typer.Option(
         None, "--corpus", help="Corpus directory (default: the model's default corpus)."
@@ -134,21 +150,31 @@ def eval_transcoders(
     windows: int = typer.Option(32, "--windows", help="Number of held-out windows to evaluate on."),
     seq_len: int = typer.Option(64, "--seq-len"),
     out: Path = typer.Option(
-        None, "-o", "--out", help="Where to write eval.json / eval.png (default: --transcoders)."
+        None,
+        "-o",
+        "--out",
+        help="Where to write eval.json / eval.png (default: a --transcoders folder, else .).",
     ),
+    json_path: Path = typer.Option(None, "--json", help="Also write the report (JSON) to this file."),
 ) -> None:
     """Per-layer NMSE / L0 / dead fraction and spliced-model KL, top-1 agreement, CE recovered."""
     _logging()
+    from tracewire.atomic import atomic_write_json
+    from tracewire.cli.common import transcoders_or_default
     from tracewire.corpus import TokenCorpus, default_corpus_dir
     from tracewire.models.loading import load_model
     from tracewire.training.evaluate import evaluate_transcoders, write_eval_report
     from tracewire.transcoders import load_transcoders
 
+    transcoders = transcoders_or_default(transcoders, model)
     loaded = load_model(model)
     ts = load_transcoders(transcoders, n_layers=loaded.n_layers, d_model=loaded.d_model)
     token_corpus = TokenCorpus(corpus or default_corpus_dir(model))
     report = evaluate_transcoders(loaded, ts, token_corpus, seq_len=seq_len, n_windows=windows)
-    path = write_eval_report(report, out or transcoders)
+    local = Path(transcoders).expanduser()
+    path = write_eval_report(report, out or (local if local.is_dir() else Path(".")))
+    if json_path is not None:
+        atomic_write_json(json_path, report)
     sp = report["spliced"]
     typer.echo(
         f"NMSE {report['nmse_mean']:.4f}  L0 {report['l0_mean']:.1f}  dead {report['dead_frac_mean']:.3f}"

@@ -3,12 +3,15 @@
 Steps (each reuses what an earlier run left in ``$TRACEWIRE_CACHE/demo`` or the output folder):
 
 1. load SmolLM2-135M from its package (converted once to a safetensors cache);
-2. find or build the training corpus (registry packages; ``--fast``: a small built-in text);
-3. train the fast default transcoder set unless one is cached (``training.recipes``);
-4. attribute the showcase prompts, prune, export Neuronpedia JSON;
-5. build feature dashboards for the features that appear in the graphs, label the nodes;
-6. score every graph (replacement / completeness) and run the faithfulness harness;
-7. write ``report.json`` and print a summary; the CLI then serves the UI.
+2. load the shipped transcoder set (``--transcoders smollm2-135m``, installed by the README's setup);
+   ``--train`` trains the fast default recipe instead, ``--fast`` (CI) a tiny set on built-in text;
+3. attribute the showcase prompts and write their graph files at once (the UI can show them);
+4. build feature dashboards for the graphs' features from a small corpus slice (two registry
+   packages, seconds to fetch; the full training corpus when it is already built), label the nodes;
+5. score every graph (replacement / completeness), run the faithfulness harness, and write a
+   *reading* of each graph — the groups of features that carry the answer — checked by ablating
+   each group in the replacement dynamics and in the real model (``demo.readings``);
+6. write ``report.json`` and print a summary; the CLI then serves the UI.
 """
 
 from __future__ import annotations
@@ -27,11 +30,15 @@ from tracewire.models.cache import cache_root
 log = logging.getLogger(__name__)
 
 SHOWCASE: tuple[tuple[str, str], ...] = (
-    ("capital-france", "The capital of France is"),
-    ("jordan-sport", "Fact: Michael Jordan plays the sport of"),
-    ("opposite-hot", "The opposite of hot is"),
-    ("dallas-two-hop", "The capital of the state containing Dallas is"),
+    ("capital-france", "The capital of France is"),  # " Paris", p = 0.81
+    ("opposite-hot", "The opposite of hot is"),  # " cold", p = 0.75
+    ("eiffel-city", "The Eiffel Tower is located in the city of"),  # " Paris", p = 0.75
+    ("counting", "One, two, three, four,"),  # " five", p = 0.73
 )
+"""Prompts SmolLM2-135M-Instruct answers right with p >= 0.5 (measured; probabilities in fp32)."""
+
+DASHBOARD_SOURCES = ("wiki", "brown")
+"""Registry sources of the demo's dashboard slice: small packages (~9 s to fetch), varied prose."""
 
 FAST_TEXT = (
     "The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is Rome. "
@@ -58,6 +65,8 @@ class DemoSettings:
     dashboard_tokens: int = 40_000
     prompts: tuple[tuple[str, str], ...] = SHOWCASE
     transcoder_dir: Path | None = None
+    train: bool = False
+    reading_features: int = 30
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -79,11 +88,15 @@ def demo_cache() -> Path:
 def run_demo(settings: DemoSettings, *, progress: bool = True) -> dict[str, Any]:
     """Run every step; return (and write to ``out_dir/report.json``) the per-graph scores."""
     from tracewire.attribution.engine import attribute
+    from tracewire.demo.readings import check_reading, read_graph
     from tracewire.graph.neuronpedia import write_graph_files
     from tracewire.graph.pruning import prune_graph
     from tracewire.graph.scores import graph_scores, subgraph_scores
+    from tracewire.interventions.api import Intervener
     from tracewire.models.loading import load_model
     from tracewire.transcoders.io import load_transcoders
+    from tracewire.transcoders.presets import EMBEDDED_MODEL
+    from tracewire.transcoders.sources import resolve_source
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -94,16 +107,17 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> dict[str, Any]
     loaded = load_model("smollm2-135m")
     timings["load_model"] = time.perf_counter() - start
 
+    corpus_dir: Path | None = None
     t = time.perf_counter()
-    corpus_dir = _corpus(loaded, settings)
-    timings["corpus"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    tc_dir = settings.transcoder_dir or (
-        demo_cache() / ("transcoders-fast-ci" if settings.fast else "transcoders-fast")
-    )
-    if not (tc_dir / "config.yaml").exists():
-        _train(loaded, tc_dir, corpus_dir, settings, progress=progress)
+    if settings.transcoder_dir is not None:
+        tc_dir = settings.transcoder_dir
+    elif settings.fast or settings.train:
+        tc_dir = demo_cache() / ("transcoders-fast-ci" if settings.fast else "transcoders-fast")
+        if not (tc_dir / "config.yaml").exists():
+            corpus_dir = _corpus(loaded, settings)
+            _train(loaded, tc_dir, corpus_dir, settings, progress=progress)
+    else:
+        tc_dir = resolve_source(EMBEDDED_MODEL).directory
     transcoders = load_transcoders(tc_dir, n_layers=loaded.n_layers, d_model=loaded.d_model)
     timings["transcoders"] = time.perf_counter() - t
 
@@ -122,8 +136,20 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> dict[str, Any]
             {"slug": slug, "transcoders": str(tc_dir), "scan": f"tracewire-demo-{tc_dir.name}"}
         )
         graph.save(graphs_dir / f"{slug}.safetensors")
+        first_prune = prune_graph(graph, settings.node_threshold, settings.edge_threshold)
+        write_graph_files(graph, slug, graphs_dir, prune=first_prune)
         graphs[slug] = graph
+        timings.setdefault("first_graph", time.perf_counter() - start)
     timings["attribution"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    if corpus_dir is None:
+        corpus_dir = (
+            _corpus(loaded, settings)
+            if settings.fast or settings.train
+            else _dashboard_corpus(loaded, settings)
+        )
+    timings["corpus"] = time.perf_counter() - t
 
     t = time.perf_counter()
     store_path = out / "features.sqlite"
@@ -140,6 +166,7 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> dict[str, Any]
     timings["dashboards"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    intervener = Intervener(loaded, transcoders)
     report: dict[str, Any] = {"graphs": {}, "transcoders": str(tc_dir), "settings": _settings_json(settings)}
     for slug, graph in graphs.items():
         pruned = prune_graph(graph, settings.node_threshold, settings.edge_threshold)
@@ -149,6 +176,9 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> dict[str, Any]
         kept = pruned.node_mask[:n_feat]
         sub = subgraph_scores(graph, kept)
         faith = _faithfulness(graph, loaded, transcoders, settings, graphs_dir / f"{slug}.faithfulness.json")
+        reading = check_reading(
+            read_graph(graph, labels, top_features=settings.reading_features), graph, intervener
+        )
         report["graphs"][slug] = {
             "prompt": graph.prompt,
             "targets": [
@@ -164,6 +194,7 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> dict[str, Any]
             "pruned_replacement": sub.replacement,
             "pruned_completeness": sub.completeness,
             "faithfulness": faith,
+            "reading": reading.to_json(),
             "attribution_seconds": graph.metadata.get("timings", {}).get("total"),
         }
     timings["scores"] = time.perf_counter() - t
@@ -195,6 +226,31 @@ def _corpus(loaded: Any, settings: DemoSettings) -> Path:
             sources=[local_source(text_dir, name="demo-text", licence="tracewire (Apache-2.0)")],
             fetch=False,
         )
+    TokenCorpus(directory)  # validates
+    return directory
+
+
+def _dashboard_corpus(loaded: Any, settings: DemoSettings) -> Path:
+    """The full default corpus when it is built; else a slice from ``DASHBOARD_SOURCES`` (built once).
+
+    The dashboards need only ``dashboard_tokens`` of text, so the demo does not wait for the whole
+    training corpus (fourteen packages, about a minute and a half to fetch and tokenize).
+    """
+    from tracewire.corpus import TokenCorpus, build_corpus, default_corpus_dir, select_sources
+
+    full = default_corpus_dir(loaded.name)
+    if (full / "manifest.json").exists():
+        return full
+    directory = demo_cache() / "corpus-dashboards"
+    if not (directory / "manifest.json").exists():
+        log.info(
+            "building the dashboard corpus slice (%s) into %s (one time)",
+            ", ".join(DASHBOARD_SOURCES),
+            directory,
+        )
+        build_corpus(directory, tokenizer=loaded.tokenizer, bos_token_id=loaded.bos_token_id,
+                     model_name=loaded.name, sources=select_sources(list(DASHBOARD_SOURCES)),
+                     tokens=max(200_000, 5 * settings.dashboard_tokens))  # fmt: skip
     TokenCorpus(directory)  # validates
     return directory
 
@@ -297,5 +353,6 @@ def _settings_json(settings: DemoSettings) -> dict[str, Any]:
         "edge_threshold": settings.edge_threshold,
         "faithfulness_k": settings.faithfulness_k,
         "dashboard_tokens": settings.dashboard_tokens,
+        "train": settings.train,
         "torch": torch.__version__,
     }

@@ -157,5 +157,3 @@ def server_config(app: Any, *, host: str, port: int, log_level: str = "info") ->
     )
     install_log_budget()  # uvicorn.Config configured its handlers above
     return config
-
-

