@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -42,7 +43,12 @@ def demo_command(
     settings.train = train
     if max_feature_nodes is not None:
         settings.max_feature_nodes = max_feature_nodes
-    report = run_demo(settings)
+    preview = None if no_serve else _PreviewServer(port)
+    try:
+        report = run_demo(settings, on_first_graph=preview.start if preview else None)
+    finally:
+        if preview is not None:
+            preview.stop()
     typer.echo("")
     typer.echo(
         f"{'graph':16s} {'top target':>14s} {'feats':>6s} {'repl':>6s} {'compl':>6s} "
@@ -84,3 +90,35 @@ def demo_command(
 
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+class _PreviewServer:
+    """A read-only explorer over the graphs written so far, up from the first graph until the demo
+    ends; the full server (feature cards, steering, attribution from the page) then takes the port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.server: Any = None
+        self.thread: threading.Thread | None = None
+
+    def start(self, graphs_dir: Path) -> None:
+        import uvicorn
+
+        from tracewire.server import create_app, serving
+
+        app = create_app(graphs_dir, read_only=True)
+        self.server = uvicorn.Server(
+            serving.server_config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, name="demo-preview", daemon=True)
+        self.thread.start()
+        typer.echo(
+            f"first graph ready: http://127.0.0.1:{self.port}/ (preview; feature cards and the other graphs "
+            "follow, reload the page when the demo prints its summary)"
+        )
+
+    def stop(self) -> None:
+        if self.server is None or self.thread is None:
+            return
+        self.server.should_exit = True
+        self.thread.join(timeout=30)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,14 @@ def demo_cache() -> Path:
     return cache_root() / "demo"
 
 
-def run_demo(settings: DemoSettings, *, progress: bool = True) -> dict[str, Any]:
-    """Run every step; return (and write to ``out_dir/report.json``) the per-graph scores."""
+def run_demo(
+    settings: DemoSettings, *, progress: bool = True, on_first_graph: Callable[[Path], None] | None = None
+) -> dict[str, Any]:
+    """Run every step; return (and write to ``out_dir/report.json``) the per-graph scores.
+
+    ``on_first_graph(graphs_dir)`` is called as soon as the first graph's files are written (the
+    CLI starts a preview server there, so the first graph is in the browser while the rest runs).
+    """
     from tracewire.attribution.engine import attribute
     from tracewire.demo.readings import check_reading, read_graph
     from tracewire.graph.neuronpedia import write_graph_files
@@ -139,7 +146,10 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> dict[str, Any]
         first_prune = prune_graph(graph, settings.node_threshold, settings.edge_threshold)
         write_graph_files(graph, slug, graphs_dir, prune=first_prune)
         graphs[slug] = graph
-        timings.setdefault("first_graph", time.perf_counter() - start)
+        if "first_graph" not in timings:
+            timings["first_graph"] = time.perf_counter() - start
+            if on_first_graph is not None:
+                on_first_graph(graphs_dir)
     timings["attribution"] = time.perf_counter() - t
 
     t = time.perf_counter()
