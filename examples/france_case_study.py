@@ -1,11 +1,11 @@
 """Case study: does the attribution graph of "The capital of France is" say what the model does?
 
-1. Attribute the prompt with trained transcoders (the demo's fast default set by default).
+1. Attribute the prompt with trained transcoders (the shipped ``smollm2-135m`` set by default).
 2. Ablate the graph's most influential features (all at once, then one by one) in the real model
    with attention frozen and later features recomputed — does P(" Paris") drop?
 3. Steer: scale the most influential last-position feature up and down and compare continuations.
 
-Run after `tracewire demo` (or pass your own transcoders):
+Run after the README's setup (or pass your own transcoders):
 
     python examples/france_case_study.py [--transcoders DIR] [--top 10]
 """
@@ -13,21 +13,19 @@ Run after `tracewire demo` (or pass your own transcoders):
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
 import tracewire
 from tracewire.graph.influence import node_influence
 from tracewire.interventions import Intervention
-from tracewire.models.cache import cache_root
 
 PROMPT = "The capital of France is"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--transcoders", type=Path, default=cache_root() / "demo" / "transcoders-fast")
+    ap.add_argument("--transcoders", default="smollm2-135m", help="folder, hub ref or preset name")
     ap.add_argument("--top", type=int, default=10)
     ap.add_argument("--budget", type=int, default=256)
     args = ap.parse_args()
