@@ -82,7 +82,7 @@ for layer in range(len(ts)):
     out[f"acts{layer}"] = acts.contiguous()
     out[f"recon{layer}"] = t.decode(acts, x[f"x{layer}"]).contiguous() if t.W_skip is not None else t.decode(acts).contiguous()
 save_file(out, sys.argv[3])
-print(f"circuit-tracer loaded {len(ts)} layers, d_transcoder {ts.d_transcoder}, hooks {cfg.get('feature_input_hook')} -> {cfg.get('feature_output_hook')}")
+print(f"circuit-tracer loaded {len(ts)} layers, d_transcoder {ts[0].d_transcoder}, hooks {cfg.get('feature_input_hook')} -> {cfg.get('feature_output_hook')}")
 """
 
 
