@@ -30,11 +30,13 @@ def test_demo_fast_writes_valid_graphs_and_scores(tmp_path: Path, monkeypatch: p
         assert (out / "graphs" / f"{slug}.safetensors").exists()
         reading = row["reading"]
         assert reading["target"] == row["targets"][0]["token"]
-        for group in reading["groups"]:  # each group's ablation was run in both settings
+        for group in reading["groups"] + reading["refuted"]:  # each was ablated in both settings
             assert group["p_clean"] == pytest.approx(row["targets"][0]["p"], abs=1e-3)
             assert 0.0 <= group["p_replacement"] <= 1.0 and 0.0 <= group["p_model"] <= 1.0
             assert group["confirmed"] == (group["p_replacement"] < group["p_clean"] > group["p_model"])
-        if reading["groups"]:
+        assert all(g["confirmed"] for g in reading["groups"])
+        assert not any(g["confirmed"] for g in reading["refuted"])
+        if reading["groups"] or reading["refuted"]:
             assert reading["text"] in result.output
     assert report["graphs"]["capital-france"]["targets"][0]["token"] == " Paris"
     metadata = json.loads((out / "graphs" / "graph-metadata.json").read_text())

@@ -28,15 +28,15 @@ def made():
 
 
 def test_bands_split_the_depth_in_thirds():
-    assert _bands(30) == [(0, 9), (10, 19), (20, 29)]
+    assert _bands(30) == [(0, 5), (6, 11), (12, 17), (18, 23), (24, 29)]
     assert _bands(3) == [(0, 0), (1, 1), (2, 2)]
-    assert _bands(4) == [(0, 0), (1, 2), (3, 3)]
+    assert _bands(8, 3) == [(0, 2), (3, 4), (5, 7)]
 
 
 def test_groups_hold_the_most_supportive_features_by_place(made):
     _, _, graph = made
     labels = {(int(la), int(f)): f"feature {int(la)}/{int(f)}" for la, _, f in graph.features.tolist()}
-    reading = read_graph(graph, labels, top_features=12, max_groups=6)
+    reading = read_graph(graph, labels, top_features=12, max_candidates=6)
     assert 1 <= len(reading.groups) <= 6
     effects = predicted_effects(graph, torch.arange(graph.n_features), -graph.activations.double())
     change = effects.total_targets[:, 0]
@@ -58,11 +58,16 @@ def test_groups_hold_the_most_supportive_features_by_place(made):
 
 def test_checks_match_an_independent_real_model_ablation(made):
     lm, ts, graph = made
-    reading = check_reading(read_graph(graph, top_features=12), graph, Intervener(lm, ts))
+    candidates = read_graph(graph, top_features=12)
+    proposed = list(candidates.groups)
+    reading = check_reading(candidates, graph, Intervener(lm, ts), max_groups=6)
+    assert reading.checked and {id(g) for g in reading.groups + reading.refuted} == {id(g) for g in proposed}
+    assert all(g.confirmed for g in reading.groups) and not any(g.confirmed for g in reading.refuted)
+    assert [g.p_model for g in reading.groups] == sorted(g.p_model for g in reading.groups)
     target = int(graph.target_token_ids[0])
     with torch.no_grad():
         clean_p = torch.softmax(lm.model(graph.tokens[None]).logits[0, -1].double(), -1)[target]
-    for group in reading.groups:
+    for group in proposed:
         assert group.p_clean == pytest.approx(float(clean_p), abs=1e-5)
         assert 0.0 <= group.p_replacement <= 1.0
         by_layer: dict[int, list[tuple[int, int]]] = {}
@@ -87,7 +92,8 @@ def test_checks_match_an_independent_real_model_ablation(made):
                 handle.remove()
         expected = float(torch.softmax(logits.double(), -1)[target])
         assert group.p_model == pytest.approx(expected, abs=1e-5)
-    assert max(abs(g.p_model - g.p_clean) for g in reading.groups) > 1e-3  # the ablations do something
+    assert max(abs(g.p_model - g.p_clean) for g in proposed) > 1e-3  # the ablations do something
     data = json.loads(json.dumps(reading.to_json()))
-    assert data["confirmed"] == sum(g["confirmed"] for g in data["groups"])
-    assert f"{reading.groups[0].p_clean:.3f} -> {reading.groups[0].p_replacement:.3f}" in data["text"]
+    assert data["confirmed"] == len(data["groups"]) and len(data["refuted"]) == len(reading.refuted)
+    for group in reading.groups + reading.refuted:
+        assert f"{group.p_clean:.3f} -> {group.p_replacement:.3f}" in data["text"]

@@ -66,7 +66,7 @@ def demo_command(
         )
     for slug, row in report["graphs"].items():
         reading = row.get("reading") or {}
-        if reading.get("groups"):
+        if reading.get("groups") or reading.get("refuted"):
             typer.echo("")
             typer.echo(f"[{slug}] {reading['text']}")
     timings = report["timings"]

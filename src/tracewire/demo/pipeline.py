@@ -67,7 +67,7 @@ class DemoSettings:
     prompts: tuple[tuple[str, str], ...] = SHOWCASE
     transcoder_dir: Path | None = None
     train: bool = False
-    reading_features: int = 30
+    reading_features: int = 40
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
