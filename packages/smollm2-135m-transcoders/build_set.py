@@ -34,6 +34,7 @@ def main() -> None:
     )
     parser.add_argument("run", type=Path)
     parser.add_argument("--eval", type=Path, default=None, help="benchmarks/quality_set.py results (JSON)")
+    parser.add_argument("--curve", type=Path, default=None, help="benchmarks/quality_curve.py results (JSON)")
     parser.add_argument("--command", default="", help="The exact training command, for the card.")
     parser.add_argument("--machine", default="2-core x86-64 CPU (shared box), 24 GiB RAM, no GPU")
     args = parser.parse_args()
@@ -53,7 +54,10 @@ def main() -> None:
     drift = _fp16_drift(ts32, load_transcoders(PACKAGE, dtype=torch.float32))
     training = json.loads((args.run / "training.json").read_text())
     evaluation = json.loads(args.eval.read_text()) if args.eval and args.eval.exists() else None
-    card = model_card(training, evaluation, total, drift, args.command, args.machine)
+    curve = json.loads(args.curve.read_text()) if args.curve and args.curve.exists() else None
+    if curve is not None and args.curve.with_suffix(".png").exists():
+        shutil.copyfile(args.curve.with_suffix(".png"), PACKAGE / "quality-curve.png")
+    card = model_card(training, evaluation, total, drift, args.command, args.machine, curve)
     atomic_write_text(PACKAGE / "README.md", card)
     print(f"{len(sizes)} layer files, {total / 2**20:.1f} MiB (largest {max(sizes.values()) / 2**20:.2f} MiB); "
           f"fp16 drift of reconstructions: {drift:.2e} (relative)")  # fmt: skip
@@ -83,6 +87,7 @@ def model_card(
     drift: float,
     command: str,
     machine: str,
+    curve: dict[str, Any] | None = None,
 ) -> str:
     cfg = training["config"]
     ev = training.get("eval", {})
@@ -166,6 +171,34 @@ def model_card(
         ct = evaluation.get("circuit_tracer")
         if ct:
             lines += [f"circuit-tracer 0.5.0 load check: {json.dumps(ct)[:400]}", ""]
+    if curve:
+        lines += [
+            "## Quality vs tokens seen",
+            "",
+            f"`benchmarks/quality_curve.py` ({curve['windows']} held-out windows per point; replacement and "
+            f"completeness: mean over the 4 showcase prompts, unpruned, {curve['budget']}-feature budget):",
+            "",
+            "| tokens | NMSE mean | NMSE worst layer | L0 | spliced top-1 | CE recovered | replacement | completeness |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in curve["points"]:
+            lines.append(
+                f"| {row['tokens']:,} | {row['nmse_mean']:.3f} | {row['nmse_max']:.3f} | {row['l0_mean']:.1f} | "
+                f"{row['spliced_top1']:.1%} | {row['ce_recovered']:.1%} | {row['replacement_mean']:.3f} | "
+                f"{row['completeness_mean']:.3f} |"
+            )
+        fit, needed = curve.get("nmse_fit"), curve.get("tokens_for_target")
+        if fit:
+            reach = (
+                f"reaches NMSE {curve['target_nmse']} at about {needed / 1e6:.1f}M tokens"
+                if needed
+                else f"levels off at {fit['a']:.3f}, above NMSE {curve['target_nmse']}: more tokens alone do not get there"
+            )
+            lines += [
+                "",
+                f"Fitted NMSE(t) = {fit['a']:.3f} + {fit['b']:.3g}·t^(-{fit['c']:.2f}) (t in tokens); the fit {reach}.",
+            ]
+        lines += ["", "![quality vs tokens](quality-curve.png)", ""]
     lines += ["![training curves](curves.png)", ""]
     return "\n".join(lines)
 
