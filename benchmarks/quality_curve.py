@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -85,16 +86,56 @@ def fit_power_law(points: list[tuple[float, float]]) -> dict | None:
     return best
 
 
-def tokens_for(fit: dict, target: float) -> float | None:
-    """Tokens at which the fitted curve reaches ``target`` (None if its asymptote is above it)."""
-    if fit is None or fit["a"] >= target or fit["b"] <= 0:
+def fit_log_linear(points: list[tuple[float, float]]) -> dict | None:
+    """Least squares of ``nmse = a + b·ln t``: what the points follow when the power law's exponent
+    goes to 0 (no visible asymptote yet, a constant drop per doubling of tokens)."""
+    if len(points) < 2:
+        return None
+    xs, ys = [math.log(t) for t, _ in points], [v for _, v in points]
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    a = my - b * mx
+    sse = sum((a + b * x - y) ** 2 for x, y in zip(xs, ys))
+    return {"form": "a + b*ln(t)", "a": a, "b": b, "per_doubling": b * math.log(2), "sse": sse}
+
+
+def best_fit(points: list[tuple[float, float]]) -> dict | None:
+    """The power law, unless its exponent sits at the grid's lower edge: then the log-linear law."""
+    power = fit_power_law(points)
+    if power is not None and power["c"] > 0.01:
+        return {"form": "a + b*t^(-c)", **power}
+    return fit_log_linear(points)
+
+
+def tokens_for(fit: dict | None, target: float) -> float | None:
+    """Tokens at which the fitted curve reaches ``target`` (None if it never does)."""
+    if fit is None or fit["b"] == 0:
+        return None
+    if fit["form"] == "a + b*ln(t)":
+        return math.exp((target - fit["a"]) / fit["b"]) if fit["b"] < 0 else None
+    if fit["a"] >= target or fit["b"] <= 0:
         return None
     return ((target - fit["a"]) / fit["b"]) ** (-1 / fit["c"])
 
 
+def summarise(rows: list[dict], target: float, windows: int, budget: int) -> dict:
+    """The points with the fits of the mean and the worst layer's NMSE and the tokens each needs."""
+    fit = best_fit([(r["tokens"], r["nmse_mean"]) for r in rows])
+    worst = best_fit([(r["tokens"], r["nmse_max"]) for r in rows])
+    return {
+        "points": rows, "nmse_fit": fit, "target_nmse": target, "tokens_for_target": tokens_for(fit, target),
+        "worst_layer_fit": worst, "worst_layer_target": 0.35, "tokens_for_worst_layer": tokens_for(worst, 0.35),
+        "windows": windows, "budget": budget,
+    }  # fmt: skip
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", type=Path, nargs="+", help="folders holding step-*.json checkpoints")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("checkpoints", type=Path, nargs="*", help="folders holding step-*.json checkpoints")
+    parser.add_argument("--refit", action="store_true", help="only refit the points already in --out")
     parser.add_argument("--final", type=Path, default=None, help="the finished run (its training.json)")
     parser.add_argument("--windows", type=int, default=48)
     parser.add_argument("--budget", type=int, default=512)
@@ -102,6 +143,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "quality-curve.json")
     args = parser.parse_args()
 
+    if args.refit:
+        old = json.loads(args.out.read_text())
+        result = summarise(old["points"], args.target, old["windows"], old["budget"])
+        atomic_write_json(args.out, result)
+        print(json.dumps({k: v for k, v in result.items() if k != "points"}, indent=1))
+        return
     loaded = load_model("smollm2-135m")
     corpus = TokenCorpus(default_corpus_dir(loaded.name))
     states = sorted({p for d in args.checkpoints for p in d.glob("step-*.json")}, key=lambda p: p.name)
@@ -115,10 +162,8 @@ def main() -> None:
         ts = load_transcoders(args.final, n_layers=loaded.n_layers, d_model=loaded.d_model)
         rows.append({"checkpoint": "final", "tokens": report["tokens"], **measure(loaded, ts, corpus, args)})
         print(json.dumps(rows[-1]), flush=True)
-    fit = fit_power_law([(r["tokens"], r["nmse_mean"]) for r in rows])
-    needed = tokens_for(fit, args.target) if fit else None
-    result = {"points": rows, "nmse_fit": fit, "target_nmse": args.target, "tokens_for_target": needed,
-              "windows": args.windows, "budget": args.budget}  # fmt: skip
+    result = summarise(rows, args.target, args.windows, args.budget)
+    fit, needed = result["nmse_fit"], result["tokens_for_target"]
     atomic_write_json(args.out, result)
     _plot(rows, args.out.with_suffix(".png"))
     print(f"fit {fit}; tokens for NMSE {args.target}: {needed if needed is None else f'{needed:,.0f}'}")

@@ -178,6 +178,9 @@ def model_card(
             f"`benchmarks/quality_curve.py` ({curve['windows']} held-out windows per point; replacement and "
             f"completeness: mean over the 4 showcase prompts, unpruned, {curve['budget']}-feature budget):",
             "",
+            "Early checkpoints fire fewer than k features (their exported threshold is an EMA of the batch",
+            "cut-off that lags while training moves the pre-activations), which inflates their NMSE a little.",
+            "",
             "| tokens | NMSE mean | NMSE worst layer | L0 | spliced top-1 | CE recovered | replacement | completeness |",
             "|---|---|---|---|---|---|---|---|",
         ]
@@ -187,19 +190,44 @@ def model_card(
                 f"{row['spliced_top1']:.1%} | {row['ce_recovered']:.1%} | {row['replacement_mean']:.3f} | "
                 f"{row['completeness_mean']:.3f} |"
             )
-        fit, needed = curve.get("nmse_fit"), curve.get("tokens_for_target")
-        if fit:
+        for key, needed_key, target, what in (
+            ("nmse_fit", "tokens_for_target", curve["target_nmse"], "mean NMSE"),
+            (
+                "worst_layer_fit",
+                "tokens_for_worst_layer",
+                curve.get("worst_layer_target"),
+                "worst layer's NMSE",
+            ),
+        ):
+            fit, needed = curve.get(key), curve.get(needed_key)
+            if not fit:
+                continue
+            if fit["form"] == "a + b*ln(t)":
+                law = f"{fit['a']:.3f} {fit['b']:+.4f}·ln(t) ({fit['per_doubling']:+.3f} per doubling of tokens)"
+            else:
+                law = f"{fit['a']:.3f} + {fit['b']:.3g}·t^(-{fit['c']:.2f})"
             reach = (
-                f"reaches NMSE {curve['target_nmse']} at about {needed / 1e6:.1f}M tokens"
+                f"reaches {target} at about {needed / 1e6:,.1f}M tokens"
                 if needed
-                else f"levels off at {fit['a']:.3f}, above NMSE {curve['target_nmse']}: more tokens alone do not get there"
+                else f"never reaches {target}"
             )
-            lines += [
-                "",
-                f"Fitted NMSE(t) = {fit['a']:.3f} + {fit['b']:.3g}·t^(-{fit['c']:.2f}) (t in tokens); the fit {reach}.",
-            ]
+            lines += ["", f"Fitted {what}(t) = {law}; extrapolated, it {reach}."]
         lines += ["", "![quality vs tokens](quality-curve.png)", ""]
-    lines += ["![training curves](curves.png)", ""]
+    lines += [
+        "## Known limitations",
+        "",
+        "- Standardisation uses one scale per layer, so in layers with massive activations (layer 11 above",
+        "  all; also 0, 2, 28, 29) the loss is dominated by a few huge positions: layer 11's held-out NMSE is",
+        "  tiny while its ordinary tokens reconstruct badly (relative error ~3.4 on \"The capital of France",
+        "  is\", checked by the slow test). Training with those positions excluded or clipped is the next step.",
+        "- The early-middle layers (3-8) and 25-26 are the hardest: at this width (1,024 features, bounded by",
+        "  the 128 MiB shipping budget) their NMSE falls ~0.04 per doubling of tokens.",
+        "- Real-model ablation faithfulness of the top-10 features is weak on average (see the table): the",
+        "  real model compensates for early-layer ablations that the replacement model propagates in full.",
+        "",
+        "![training curves](curves.png)",
+        "",
+    ]
     return "\n".join(lines)
 
 
