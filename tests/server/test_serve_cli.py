@@ -33,9 +33,37 @@ def test_serve_refuses_a_missing_directory(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "not a directory" in _text(result.output)
 
 
-def test_serve_needs_model_and_transcoders_together(tmp_path: Path) -> None:
+def test_serve_transcoders_need_a_model_and_other_models_need_transcoders(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["serve", str(tmp_path), "--transcoders", "smollm2-135m"])
+    assert result.exit_code == 2 and "--transcoders needs --model" in _text(result.output)
+    result = runner.invoke(app, ["serve", str(tmp_path), "--model", "google/gemma-2-2b"])
+    assert result.exit_code == 2 and "--transcoders is needed for --model 'google/gemma-2-2b'" in _text(
+        result.output
+    )
+
+
+def test_serve_with_the_embedded_model_uses_the_shipped_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``serve DIR --model smollm2-135m`` steers and attributes with the shipped set (no --transcoders)."""
+    import uvicorn
+
+    from tracewire.cli import serve as serve_cli
+    from tracewire.server import attribution_jobs
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(serve_cli, "_steerer", lambda model, transcoders, dtype, device: seen.update(
+        steer=(model, transcoders)))  # fmt: skip
+    monkeypatch.setattr(attribution_jobs, "AttributionJobs", lambda settings: seen.update(
+        attribute=(settings.model, settings.transcoders)))  # fmt: skip
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, *args, **kwargs: seen.update(served=True))
     result = runner.invoke(app, ["serve", str(tmp_path), "--model", "smollm2-135m"])
-    assert result.exit_code == 2 and "--transcoders" in _text(result.output)
+    assert result.exit_code == 0, result.output
+    assert seen == {
+        "steer": ("smollm2-135m", "smollm2-135m"),
+        "attribute": ("smollm2-135m", "smollm2-135m"),
+        "served": True,
+    }
 
 
 def test_serve_refuses_a_missing_feature_store(tmp_path: Path) -> None:
