@@ -53,7 +53,8 @@ def test_build_print_label_and_export(token_setup, corpus, tmp_path: Path):
         f"{cantor_pair(layer, f)}.json" for layer, f in [(0, f) for f in range(10, 20)] + [(1, 5)]
     )
 
-    result = runner.invoke(app, ["dashboards", "-o", str(store)])  # no transcoders
-    assert result.exit_code != 0 and "--transcoders" in result.output
+    # no transcoders: the embedded model has its shipped set; any other model must name a set
+    result = runner.invoke(app, ["dashboards", "-o", str(store), "-m", "google/gemma-2-2b"])
+    assert result.exit_code == 2 and "--transcoders is needed" in result.output
     result = runner.invoke(app, ["feature", "0", "1", "--store", str(tmp_path / "nope.sqlite")])
     assert result.exit_code == 2 and "no feature store there" in result.output
