@@ -27,7 +27,7 @@ from tracewire.corpus import TokenCorpus, default_corpus_dir
 from tracewire.demo.pipeline import SHOWCASE
 from tracewire.graph.scores import graph_scores
 from tracewire.models.loading import load_model
-from tracewire.training.checkpoint import _read_json, _read_tensors
+from tracewire.training.checkpoint import read_checkpoint
 from tracewire.training.config import TrainConfig
 from tracewire.training.evaluate import evaluate_transcoders
 from tracewire.training.module import TrainableTranscoders
@@ -38,12 +38,13 @@ RESULTS = Path(__file__).parent / "results"
 
 def export_checkpoint(state_path: Path, n_layers: int, d_model: int):
     """The transcoder set a checkpoint would export, and the tokens it had seen."""
-    state = _read_json(state_path)
-    config = TrainConfig(**state["config"])
-    tensors = _read_tensors(state_path.with_suffix(".safetensors"))
+    checkpoint = read_checkpoint(state_path.parent, int(state_path.stem.removeprefix("step-")))
+    config = TrainConfig(**checkpoint.state["config"])
     module = TrainableTranscoders(config, n_layers, d_model, torch.Generator().manual_seed(0))
-    module.load_state_dict({k[len("module.") :]: v for k, v in tensors.items() if k.startswith("module.")})
-    return module.export(model_name="smollm2-135m"), int(state["tokens_seen"])
+    module.load_state_dict(
+        {k[len("module.") :]: v for k, v in checkpoint.tensors.items() if k.startswith("module.")}
+    )
+    return module.export(model_name="smollm2-135m"), int(checkpoint.state["tokens_seen"])
 
 
 def measure(loaded, ts, corpus, args) -> dict:

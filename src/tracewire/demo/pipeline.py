@@ -10,7 +10,7 @@ Steps (each reuses what an earlier run left in ``$TRACEWIRE_CACHE/demo`` or the 
    packages, seconds to fetch; the full training corpus when it is already built), label the nodes;
 5. score every graph (replacement / completeness), run the faithfulness harness, and write a
    *reading* of each graph — the groups of features that carry the answer — checked by ablating
-   each group in the replacement dynamics and in the real model (``demo.readings``);
+   each group in the replacement model and in the real model (``demo.readings``);
 6. write ``report.json`` and print a summary; the CLI then serves the UI.
 """
 
@@ -129,6 +129,7 @@ def run_demo(
     timings["transcoders"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    pruned_graphs: dict[str, Any] = {}
     graphs = {}
     for slug, prompt in settings.prompts:
         graph = attribute(
@@ -143,8 +144,10 @@ def run_demo(
             {"slug": slug, "transcoders": str(tc_dir), "scan": f"tracewire-demo-{tc_dir.name}"}
         )
         graph.save(graphs_dir / f"{slug}.safetensors")
-        first_prune = prune_graph(graph, settings.node_threshold, settings.edge_threshold)
-        write_graph_files(graph, slug, graphs_dir, prune=first_prune)
+        pruned_graphs[slug] = prune_graph(graph, settings.node_threshold, settings.edge_threshold)
+        write_graph_files(
+            graph, slug, graphs_dir, prune=pruned_graphs[slug]
+        )  # unlabelled until the cards exist
         graphs[slug] = graph
         if "first_graph" not in timings:
             timings["first_graph"] = time.perf_counter() - start
@@ -179,7 +182,7 @@ def run_demo(
     intervener = Intervener(loaded, transcoders)
     report: dict[str, Any] = {"graphs": {}, "transcoders": str(tc_dir), "settings": _settings_json(settings)}
     for slug, graph in graphs.items():
-        pruned = prune_graph(graph, settings.node_threshold, settings.edge_threshold)
+        pruned = pruned_graphs[slug]
         write_graph_files(graph, slug, graphs_dir, prune=pruned, feature_labels=labels)
         full = graph_scores(graph)
         n_feat = graph.n_features

@@ -103,12 +103,19 @@ def load_checkpoint(directory: Path) -> Checkpoint | None:
             raise CheckpointError(
                 f"{latest}: field {key!r} is {pointer.get(key)!r}; expected {stem + suffix!r} for step {step}"
             )
+    return read_checkpoint(directory, step, named_by=latest)
+
+
+def read_checkpoint(directory: Path, step: int, *, named_by: Path | None = None) -> Checkpoint:
+    """Checkpoint ``step`` of ``directory`` (any kept one, not only the latest), validated as
+    :func:`load_checkpoint` describes; ``named_by`` is the file that pointed at it, for messages."""
+    stem = _stem(step)
     state_path, tensors_path = directory / f"{stem}.json", directory / f"{stem}.safetensors"
     state = _read_json(state_path)
     if state.get("step") != step or state.get("next_step", step) != step:
         raise CheckpointError(
             f"{state_path}: step {state.get('step')!r} (next_step {state.get('next_step')!r}) "
-            f"disagrees with {latest} (step {step})"
+            f"disagrees with {named_by or 'its file name'} (step {step})"
         )
     manifest = state.pop(MANIFEST_KEY, None)
     if not isinstance(manifest, dict):

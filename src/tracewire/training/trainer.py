@@ -124,6 +124,11 @@ def estimate_statistics(
     return stats, solution.transpose(1, 2).float().contiguous()
 
 
+def _dead(last_fired: Tensor, step: int, window: int) -> Tensor:
+    """``[L, F]``: features that did not fire in the ``window`` steps before ``step``."""
+    return step - 1 - last_fired >= window
+
+
 @torch.no_grad()
 def init_encoder_from_data(
     module: TrainableTranscoders, source: ActivationSource, generator: torch.Generator
@@ -338,7 +343,7 @@ def train_transcoders(
             recon, acts, pre = module(xs)
             terms = compute_losses(module, recon, ys, acts, pre, coef)
             if config.auxk:
-                dead = (step - 1 - last_fired >= window).to(pre.device)
+                dead = _dead(last_fired, step, window).to(pre.device)
                 terms.auxk = auxk_loss(module, recon, ys, pre, dead)
                 if terms.auxk is not None:
                     terms.total = terms.total + config.auxk_coef * terms.auxk
@@ -370,7 +375,7 @@ def train_transcoders(
                 "mse": float(stats[1]),
                 "nmse": float(stats[2]),
                 "l0": float(stats[3]),
-                "dead_frac": float((done - 1 - last_fired >= window).float().mean()),
+                "dead_frac": float(_dead(last_fired, done, window).float().mean()),
                 "sparsity": float(terms.sparsity.detach()),
                 "auxk": float(terms.auxk.detach()) if terms.auxk is not None else None,
                 "sparsity_coef": coef,
@@ -458,7 +463,7 @@ def _finish(
         x, y = (t.to(device) for t in source.eval_batch())
         report["eval"] = evaluate_module(module, x, y)
         last_fired, fire_ema = firing
-        dead = (steps_done - 1 - last_fired >= config.dead_window_steps).float().mean(1)
+        dead = _dead(last_fired, steps_done, config.dead_window_steps).float().mean(1)
         report["eval"]["firing_rate_mean"] = float(fire_ema.mean())
         report["eval"]["dead_frac_per_layer"] = [round(float(v), 4) for v in dead]
         report["eval"]["dead_frac_mean"] = float(dead.mean())
