@@ -84,6 +84,25 @@ def _pattern_chunks(
         yield start, end, pattern
 
 
+def pattern_times(pattern: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``pattern @ x`` for a pattern ``[1 or B, H, M, N]`` and ``x [B, H, N, dh]`` → ``[B, H, M, dh]``.
+
+    A replay runs ``B`` copies of the prompt through one pattern (batch 1). ``torch.matmul``
+    broadcasts that by copying the pattern ``B`` times and doing ``B·H`` thin products (``dh``
+    columns each); here the copies are folded into the columns instead — one ``[M, N] @ [N, B·dh]``
+    product per head — so the pattern is read once and the product is a wide GEMM. Each output
+    entry is the same dot product as before (at 512 positions, 9 heads, B = 64 the results were
+    bit-identical and the product 3× faster).
+    """
+    batch = x.shape[0]
+    if pattern.shape[0] != 1 or batch == 1:
+        return torch.matmul(pattern, x)
+    heads, n, dh = x.shape[1], x.shape[2], x.shape[3]
+    folded = x.permute(1, 2, 0, 3).reshape(heads, n, batch * dh)
+    out = torch.matmul(pattern[0], folded)  # [H, M, B·dh]
+    return out.view(heads, -1, batch, dh).permute(2, 0, 1, 3)
+
+
 class FrozenPatternAV(torch.autograd.Function):
     """``out = P v`` with ``P`` a constant recomputed from cached ``q, k``; gradient only to ``v``."""
 
@@ -115,11 +134,11 @@ class FrozenPatternAV(torch.autograd.Function):
         batch = max(value.shape[0], query.shape[0])
         v = value.repeat_interleave(n_rep, dim=1) if n_rep > 1 else value
         if keep:
-            return torch.matmul(pattern.to(v.dtype), v).transpose(1, 2)
+            return pattern_times(pattern.to(v.dtype), v).transpose(1, 2)
         out = value.new_zeros(batch, q_len, heads, value.shape[-1])
         for start, end, chunk in _pattern_chunks(query, key, mask, scaling, softcap, n_rep):
             k_end = chunk.shape[-1]
-            out[:, start:end] = torch.matmul(chunk.to(v.dtype), v[:, :, :k_end]).transpose(1, 2)
+            out[:, start:end] = pattern_times(chunk.to(v.dtype), v[:, :, :k_end]).transpose(1, 2)
         return out
 
     @staticmethod
@@ -131,7 +150,7 @@ class FrozenPatternAV(torch.autograd.Function):
         g = grad_out.transpose(1, 2).float()  # [B, H, Q, dh]
         if ctx.kept:
             (pattern,) = ctx.saved_tensors
-            grad_v = torch.matmul(pattern.transpose(-1, -2), g)
+            grad_v = pattern_times(pattern.transpose(-1, -2), g)
         else:
             query, key = ctx.saved_tensors
             grad_v = torch.zeros(
@@ -139,7 +158,7 @@ class FrozenPatternAV(torch.autograd.Function):
             )
             for start, end, chunk in _pattern_chunks(query, key, mask, ctx.scaling, ctx.softcap, n_rep):
                 k_end = chunk.shape[-1]
-                grad_v[:, :, :k_end] += torch.matmul(chunk.transpose(-1, -2), g[:, :, start:end])
+                grad_v[:, :, :k_end] += pattern_times(chunk.transpose(-1, -2), g[:, :, start:end])
         if n_rep > 1:
             grad_v = grad_v.view(batch, kv_heads, n_rep, k_len, dh).sum(2)
         if b == 1 and batch > 1:
