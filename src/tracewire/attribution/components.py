@@ -31,12 +31,16 @@ BLOCK_CHUNK_BYTES = 64 * 2**20
 
 @dataclass
 class DecoderBlock:
-    """Decoder rows (scaled by activation) of one source layer's features at positions
-    ``[p0, p0 + rows.shape[0])``, padded per position.
+    """Decoder rows of one source layer's features at positions ``[p0, p0 + rows.shape[0])``,
+    padded per position.
 
     ``rows[p, r, o]`` is what the ``r``-th active feature at position ``p0 + p`` writes into its
-    ``o``-th output layer; the block's features are global ids ``start .. start + n - 1`` (sorted by
-    position), located in the padding by ``pos`` (relative to ``p0``) and ``rank``.
+    ``o``-th output layer per unit of activation; the block's features are global ids
+    ``start .. start + n - 1`` (sorted by position), located in the padding by ``pos`` (relative to
+    ``p0``) and ``rank``, with activations ``activation``. Products are scaled by the activation
+    *after* the ``bmm`` (``[B, n]`` multiplications instead of ``[n, d]``), and padding slots hold
+    an arbitrary real row whose products are never read back, so the block is written by a single
+    gather — no zero-fill, scatter or scaling pass over the largest tensor of a batch.
     """
 
     p0: int
@@ -44,6 +48,7 @@ class DecoderBlock:
     rows: torch.Tensor  # [positions, n_max, n_out, d] float32
     pos: torch.Tensor  # int64 [n]
     rank: torch.Tensor  # int64 [n]
+    activation: torch.Tensor  # float32 [n]
 
     @staticmethod
     def build(transcoders: TranscoderSet, comps: Components, layer: int, p0: int, p1: int) -> DecoderBlock:
@@ -57,11 +62,19 @@ class DecoderBlock:
         n_max = int(comps.position_offsets[layer, p0 : p1 + 1].diff().max()) if n else 0  # host: no sync
         n_out = len(transcoders.output_layers(layer))
         d_model = comps.errors.shape[-1]
-        rows = torch.zeros(p1 - p0, n_max, n_out, d_model, device=pos.device)
-        if n:
-            dec = transcoders.decoder_vectors(layer, comps.feature[lo:hi]).float()
-            rows[pos, rank] = dec * comps.activation[lo:hi][:, None, None]
-        return DecoderBlock(p0=p0, start=lo, rows=rows, pos=pos, rank=rank)
+        feature = comps.feature[lo:hi]
+        shape = (p1 - p0, n_max, n_out, d_model)
+        if transcoders.lazy_decoder:  # rows come from disk: read only the active ones
+            rows = torch.zeros(shape, device=pos.device)
+            if n:
+                rows[pos, rank] = transcoders.decoder_vectors(layer, feature).float()
+        else:
+            slot = torch.zeros(p1 - p0, n_max, dtype=torch.long, device=pos.device)  # padding: feature 0
+            slot[pos, rank] = feature
+            table = transcoders.full_decoder(layer).reshape(transcoders.d_transcoder, n_out * d_model)
+            rows = table.index_select(0, slot.view(-1).to(table.device)).float().view(shape)
+        activation = comps.activation[lo:hi].float()
+        return DecoderBlock(p0=p0, start=lo, rows=rows, pos=pos, rank=rank, activation=activation)
 
 
 @dataclass

@@ -4,11 +4,11 @@ A feature ``s`` (source layer ``i``, position ``p``, feature ``f``) gets, in row
 ``a_s Σ_{o} ⟨W_dec^{i→o}[f], ∂g_b/∂y_o[p]⟩``. Two ways compute exactly that sum:
 
 - **blocks** — features at one position share the gradient there, so the contraction is one
-  small GEMM per position, batched as ``bmm`` over positions with the activation-scaled decoder
-  rows padded to the busiest position (``Components.decoder_blocks``). Cheap while the blocks are
-  cached (short prompts); on long prompts the blocks are rebuilt per batch (zero-fill + gather of
-  ``positions × n_max × n_out × d`` floats) and with few copies per batch the ``bmm`` is a
-  memory-bound matrix-vector product;
+  small GEMM per position, batched as ``bmm`` over positions with the decoder rows padded to the
+  busiest position (``Components.decoder_blocks``), then scaled by the activations. Cheap while
+  the blocks are cached (short prompts); on long prompts the blocks are rebuilt per batch (a
+  gather of ``positions × n_max × n_out × d`` floats) and with few copies per batch the ``bmm``
+  is a memory-bound matrix-vector product;
 - **dense** — one GEMM per source layer, ``g @ W_decᵀ`` for every copy and position at once
   (``[B·P, n_out·d] @ [n_out·d, d_tc]``, compute-bound), then a gather of the active
   ``(position, feature)`` entries, scaled by their activations. It wastes the inactive
@@ -17,7 +17,7 @@ A feature ``s`` (source layer ``i``, position ``p``, feature ``f``) gets, in row
 :func:`choose_contraction` picks per source layer by a cost model (:class:`CostModel`):
 seconds = FLOPs / GEMM rate + bytes moved / memory bandwidth, with the ``bmm`` on padded blocks
 costed at the larger of its FLOP and byte time (it is a GEMV when the batch is small). Both paths
-agree to fp32 rounding (the sum is associated differently: ``Σ(a·w)·g`` against ``(Σw·g)·a``).
+agree to fp32 rounding (the sums are associated differently).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class CostModel:
         """``padded_rows`` = positions × busiest position's feature count; ``width`` = n_out × d."""
         block_bytes = 4.0 * padded_rows * width
         bmm = max(2.0 * copies * padded_rows * width / self.gemm_flops, block_bytes / self.memory_bytes_per_s)
-        build = 0.0 if cached else 2.0 * block_bytes / self.memory_bytes_per_s  # zero-fill + scatter
+        build = 0.0 if cached else block_bytes / self.memory_bytes_per_s  # one gather writes it
         return bmm + build
 
     def dense_seconds(self, copies: int, positions: int, width: int, d_transcoder: int) -> float:
@@ -138,7 +138,7 @@ def _block_edges(
         rows = block.rows[:span, :, :n_out].reshape(span, block.rows.shape[1], n_out * d_model)
         g = grads[:, block.p0 : p_end].permute(1, 2, 3, 0).reshape(span, n_out * d_model, batch)
         padded = torch.bmm(rows, g)  # [span, n_max, B]
-        values = padded[block.pos[:n_in], block.rank[:n_in]].T  # [B, n_in]
+        values = padded[block.pos[:n_in], block.rank[:n_in]].T * block.activation[:n_in]  # [B, n_in]
         out.append((torch.arange(block.start, block.start + n_in, device=padded.device), values))
     return out
 
