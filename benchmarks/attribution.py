@@ -138,7 +138,8 @@ from tracewire.models.loading import load_model
 from tracewire.transcoders.io import load_transcoders
 from tracewire.attribution.engine import attribute
 from tracewire.attribution.estimate import estimate_attribution
-prompt, tc, budget, batch, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+prompt, tc, batch, out = sys.argv[1], sys.argv[2], int(sys.argv[4]), sys.argv[5]
+budget = None if sys.argv[3] == "all" else int(sys.argv[3])
 contraction, count_flops = sys.argv[7], sys.argv[8] == "1"
 spec = importlib.util.spec_from_file_location("attribution_benchmark", sys.argv[6])
 bench = importlib.util.module_from_spec(spec)
@@ -213,11 +214,23 @@ def counted_flops(run) -> float:  # type: ignore[no-untyped-def]
 
 
 def run_tracewire(
-    prompt: str, tc: Path, budget: int, batch: int, out: str, contraction: str = "auto", flops: bool = False
+    prompt: str,
+    tc: Path,
+    budget: int | str,
+    batch: int,
+    out: str,
+    contraction: str = "auto",
+    flops: bool = False,
+    source: Path | None = None,
 ) -> dict:
+    """One attribution in its own process; ``source``: a ``src`` folder of another tracewire
+    checkout to run instead of the installed one (``--baseline-src``)."""
     cmd = [sys.executable, "-c", TRACEWIRE_RUN, prompt, str(tc), str(budget), str(batch), out, __file__]
     cmd += [contraction, "1" if flops else "0"]
-    text, wall, peak, status = watch(cmd, dict(os.environ), timeout=3600)
+    env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
+    text, wall, peak, status = watch(cmd, env, timeout=3600)
     match = re.search(r"^RESULT (.*)$", text, re.M)
     if not match:
         return {"status": status, "peak_tree_gib": peak, "log": text[-2000:]}
@@ -226,7 +239,10 @@ def run_tracewire(
     return result
 
 
-def run_reference(prompt: str, tc: Path, budget: int, batch: int, save: str | None, timeout: float) -> dict:
+def run_reference(
+    prompt: str, tc: Path, budget: int | str, batch: int, save: str | None, timeout: float
+) -> dict:
+    """circuit-tracer 0.5.0 on the same prompt and files; ``budget="all"``: every active feature."""
     python = os.environ.get("CT_PYTHON", "/work/ctvenv/bin/python")
     cmd = [
         python,
@@ -235,11 +251,11 @@ def run_reference(prompt: str, tc: Path, budget: int, batch: int, save: str | No
         str(tc),
         "--batch-size",
         str(batch),
-        "--max-feature-nodes",
-        str(budget),
         "--prompt",
         prompt,
     ]
+    if budget != "all":
+        cmd += ["--max-feature-nodes", str(budget)]
     if save:
         cmd += ["--save", save]
     env = dict(os.environ, FEAS_WORK=str(WORK / "feas"), PYTHONPATH=str(ANCHOR))
@@ -319,6 +335,21 @@ def main() -> None:
         "the others get a speed ratio and edge parity against it",
     )
     ap.add_argument(
+        "--all-features",
+        default=None,
+        metavar="PROMPT",
+        help="also attribute PROMPT with every active feature (no budget) of --all-features-width "
+        'PLTs, with circuit-tracer beside it (issue 20: "The capital of France is", 1,024 features)',
+    )
+    ap.add_argument("--all-features-width", type=int, default=1024)
+    ap.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="src/ of an older checkout (git worktree): its engine runs the same graphs right after "
+        "this one's, for a speed ratio and edge parity within one run",
+    )
+    ap.add_argument(
         "--flops-up-to",
         type=int,
         default=512,
@@ -348,7 +379,7 @@ def main() -> None:
         if n in args.lengths:
             first, *others = args.contractions
             path_of = {c: str(WORK / f"ours-{n}-{c}.safetensors") for c in others}
-            if others and ours_path == "-":
+            if (others or args.baseline_src) and ours_path == "-":
                 ours_path = str(WORK / f"ours-{n}.safetensors")
             flops = n <= args.flops_up_to
             row["tracewire"] = run_tracewire(prompt, tc, budget, args.batch_size, ours_path, first, flops)
@@ -359,6 +390,16 @@ def main() -> None:
                     result["parity_vs_first"] = edge_parity(path_of[other], ours_path, reference_is_ours=True)
                 row.setdefault("paths", {})[other] = result
                 print(f"[{n}] tracewire ({other}): {json.dumps(result)[:600]}", flush=True)
+            if args.baseline_src:
+                old = str(WORK / f"ours-{n}-baseline.safetensors")
+                result = run_tracewire(
+                    prompt, tc, budget, args.batch_size, old, first, False, args.baseline_src
+                )
+                if Path(old).exists() and Path(ours_path).exists():
+                    result["parity_vs_first"] = edge_parity(old, ours_path, reference_is_ours=True)
+                result["source"] = str(args.baseline_src)
+                row.setdefault("paths", {})[f"{first} (baseline)"] = result
+                print(f"[{n}] baseline ({args.baseline_src}): {json.dumps(result)[:600]}", flush=True)
         if n in args.reference:
             ref_path = str(WORK / f"ref-{n}.pt") if n <= 64 else None
             row["reference"] = run_reference(
@@ -369,6 +410,8 @@ def main() -> None:
                 row["parity"] = edge_parity(ours_path, ref_path)
                 print(f"[{n}] parity: {row['parity']}", flush=True)
         rows.append(row)
+    if args.all_features:
+        rows.append(all_features_row(lm, args))
 
     machine = {
         "platform": platform.platform(),
@@ -381,6 +424,39 @@ def main() -> None:
     out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     print(format_table(rows))
     print(format_paths_table(rows))
+
+
+def all_features_row(lm, args: argparse.Namespace) -> dict:  # type: ignore[no-untyped-def]
+    """Every active feature of small PLTs on a short prompt: per-batch overhead, not arithmetic."""
+    from tracewire.transcoders.calibrated import calibrated_random_plt
+    from tracewire.transcoders.io import save_transcoders
+
+    width = args.all_features_width
+    tc = WORK / f"tc-relu-{width}-100"
+    if not (tc / "config.yaml").exists():
+        save_transcoders(
+            calibrated_random_plt(lm, n_features=width, target_active=100, activation="relu"), tc
+        )
+    prompt, n = args.all_features, len(lm.encode(args.all_features))
+    row: dict = {"n": n, "budget": "all", "prompt": prompt, "width": width}
+    ours, ref = str(WORK / "ours-all.safetensors"), str(WORK / "ref-all.pt")
+    row["tracewire"] = run_tracewire(prompt, tc, "all", args.batch_size, ours, args.contractions[0])
+    print(f"[all features] tracewire: {json.dumps(row['tracewire'])[:400]}", flush=True)
+    if args.baseline_src:
+        old = str(WORK / "ours-all-baseline.safetensors")
+        result = run_tracewire(
+            prompt, tc, "all", args.batch_size, old, args.contractions[0], False, args.baseline_src
+        )
+        if Path(old).exists() and Path(ours).exists():
+            result["parity_vs_first"] = edge_parity(old, ours, reference_is_ours=True)
+        row.setdefault("paths", {})[f"{args.contractions[0]} (baseline)"] = result
+        print(f"[all features] baseline: {json.dumps(result)[:400]}", flush=True)
+    row["reference"] = run_reference(prompt, tc, "all", args.batch_size, ref, args.reference_timeout)
+    print(f"[all features] circuit-tracer: {json.dumps(row['reference'])[:400]}", flush=True)
+    if Path(ref).exists() and Path(ours).exists():
+        row["parity"] = edge_parity(ours, ref)
+        print(f"[all features] parity: {row['parity']}", flush=True)
+    return row
 
 
 def table_header(cells: str) -> list[str]:
