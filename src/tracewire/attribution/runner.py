@@ -22,6 +22,7 @@ from tracewire.attribution.selection import WeightBlock, estimate_influence
 from tracewire.attribution.targets import Targets
 from tracewire.replacement.model import ReplacementModel
 from tracewire.replacement.state import FrozenState
+from tracewire.threads import refresh_threads
 from tracewire.transcoders.base import TranscoderSet
 
 
@@ -137,6 +138,7 @@ class RowRunner:
             positions.tolist(), self.space.n_pos, settings.batch_size, settings.max_batch_tokens
         )
         for planned in plan:
+            refresh_threads()
             part = slice(planned.start, planned.end)
             request = RowRequest(nodes[part], layers[part], positions[part], vectors[part])
             batch = compute_rows(

@@ -6,6 +6,17 @@ Heavy imports (torch, transformers) happen inside the commands so ``--help`` sta
 
 from __future__ import annotations
 
+import os
+
+# Set before anything loads torch (libgomp reads it once, when it is loaded): OpenMP threads that
+# finish a parallel region sleep instead of spinning for the next one, so a thread never burns the
+# CPU that a neighbour process — or our own main thread — needs. Measured with
+# ``benchmarks/busy_neighbour.py`` on a 2-CPU box (results/busy-neighbour-passive.json against
+# results/busy-neighbour.json): faster quiet (attribution 0.93 vs 1.25 s, training step 3.78 vs
+# 4.73 s, dashboards 4.53 vs 5.25 s) and under a busy neighbour (attribution 1.49 vs 3.59 s). A
+# user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import typer
 
 from tracewire._version import __version__

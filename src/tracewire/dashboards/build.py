@@ -43,6 +43,7 @@ from tracewire.dashboards.selection import FeatureSelection
 from tracewire.dashboards.store import FeatureStore, FeatureStoreError
 from tracewire.errors import InvalidArgumentError
 from tracewire.models.loading import LoadedModel
+from tracewire.threads import refresh_threads, use_thread_policy
 from tracewire.transcoders.base import TranscoderSet
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def vocab_strings(loaded: LoadedModel) -> list[str]:
     return [str(s) for s in loaded.tokenizer.batch_decode([[i] for i in range(size)])]
 
 
+@use_thread_policy("dashboards")
 def build_feature_store(
     loaded: LoadedModel,
     transcoders: TranscoderSet,
@@ -273,6 +275,7 @@ def _run_pass(
     last_save = t0 = time.perf_counter()
     try:
         for batch_index, first in enumerate(range(start_window, n_windows, batch_windows)):
+            refresh_threads()
             stop = min(first + batch_windows, n_windows)
             ids = corpus.batch(range(first, stop), seq)
             inputs = layer_inputs(loaded, ids, site, layers)

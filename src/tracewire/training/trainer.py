@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from tracewire.atomic import atomic_write_bytes
 from tracewire.errors import CheckpointError, InvalidArgumentError
+from tracewire.threads import refresh_threads, use_thread_policy
 from tracewire.training import distributed
 from tracewire.training.activations import ActivationSource
 from tracewire.training.checkpoint import (
@@ -223,6 +224,7 @@ def evaluate_module(module: TrainableTranscoders, x: Tensor, y: Tensor) -> dict[
     }
 
 
+@use_thread_policy("training")
 def train_transcoders(
     config: TrainConfig,
     source: ActivationSource,
@@ -327,6 +329,7 @@ def train_transcoders(
     bar = tqdm(total=total, initial=start_step, desc="train transcoders", unit="step",
                disable=(rank != 0 or not progress) or None)  # fmt: skip
     for step in range(start_step, total):
+        refresh_threads()
         t0 = time.perf_counter()
         x, y = (t.to(device) for t in source.batch(step, rank, world))
         t1 = time.perf_counter()
