@@ -221,17 +221,23 @@ def test_no_bos_no_zeroed_position() -> None:
     _check_edges(graph, perturbation_adjacency(rm, graph))
 
 
-def test_on_the_fly_decoder_blocks_match_cached_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Long prompts build decoder blocks per position chunk instead of caching whole layers."""
+@pytest.mark.parametrize("kind", ["clt", "plt"])
+@pytest.mark.parametrize("chunk_bytes", [1, 6000, 2**20])  # one position, a few, all per group
+def test_on_the_fly_decoder_blocks_match_cached_ones(
+    monkeypatch: pytest.MonkeyPatch, kind: str, chunk_bytes: int
+) -> None:
+    """Long prompts build decoder blocks per group of positions (busiest first) instead of
+    caching whole layers; the edges are the cached blocks' to fp32 rounding."""
     import tracewire.attribution.components as components
 
-    rm = _setup("llama", "clt", "relu", seed=15)
+    rm = _setup("llama", kind, "relu", seed=15)
     ids = random_ids(9, seed=16)
-    cached = graph_dense(attribute(ids, rm, progress=False))
+    cached = graph_dense(attribute(ids, rm, progress=False, contraction="blocks"))
     monkeypatch.setattr(components, "BLOCK_CACHE_BYTES", 0)
-    monkeypatch.setattr(components, "BLOCK_CHUNK_BYTES", 1)  # one position per block
-    chunked = graph_dense(attribute(ids, rm, progress=False))
-    assert torch.allclose(cached, chunked, atol=1e-6)
+    monkeypatch.setattr(components, "BLOCK_CHUNK_BYTES", chunk_bytes)
+    grouped = graph_dense(attribute(ids, rm, progress=False, contraction="blocks"))
+    assert cached.abs().max() > 0
+    assert torch.allclose(cached, grouped, atol=1e-6)
 
 
 def test_row_cap_keeps_each_rows_largest_feature_edges() -> None:

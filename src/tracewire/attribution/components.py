@@ -49,6 +49,10 @@ class DecoderBlock:
     pos: torch.Tensor  # int64 [n]
     rank: torch.Tensor  # int64 [n]
     activation: torch.Tensor  # float32 [n]
+    #: A *group* block (:meth:`build_group`) covers these positions, in row order, instead of
+    #: ``p0 ..``; its features are ``ids`` (global, not contiguous) and ``pos`` indexes ``positions``.
+    positions: torch.Tensor | None = None
+    ids: torch.Tensor | None = None
 
     @staticmethod
     def build(transcoders: TranscoderSet, comps: Components, layer: int, p0: int, p1: int) -> DecoderBlock:
@@ -75,6 +79,44 @@ class DecoderBlock:
             rows = table.index_select(0, slot.view(-1).to(table.device)).float().view(shape)
         activation = comps.activation[lo:hi].float()
         return DecoderBlock(p0=p0, start=lo, rows=rows, pos=pos, rank=rank, activation=activation)
+
+    @staticmethod
+    def build_group(
+        transcoders: TranscoderSet, comps: Components, layer: int, positions: torch.Tensor
+    ) -> DecoderBlock:
+        """The block of ``layer``'s features at ``positions`` (host int64, any order) — positions of
+        similar feature counts, so the padding to the busiest of them stays small."""
+        counts = comps.position_offsets[layer, positions + 1] - comps.position_offsets[layer, positions]
+        n_max = int(counts.max())
+        slot = torch.arange(n_max)[None, :]
+        valid = slot < counts[:, None]
+        row, rank = valid.nonzero(as_tuple=True)
+        first = comps.layer_offsets[layer] + comps.position_offsets[layer, positions]
+        device = comps.pos.device
+        ids = (first[:, None] + slot)[valid].to(device)
+        row, rank = row.to(device), rank.to(device)
+        feature = comps.feature[ids]
+        n_out = len(transcoders.output_layers(layer))
+        d_model = comps.errors.shape[-1]
+        shape = (int(positions.numel()), n_max, n_out, d_model)
+        if transcoders.lazy_decoder:
+            rows = torch.zeros(shape, device=device)
+            rows[row, rank] = transcoders.decoder_vectors(layer, feature).float()
+        else:
+            slots = torch.zeros(shape[:2], dtype=torch.long, device=device)  # padding: feature 0
+            slots[row, rank] = feature
+            table = transcoders.full_decoder(layer).reshape(transcoders.d_transcoder, n_out * d_model)
+            rows = table.index_select(0, slots.view(-1).to(table.device)).float().view(shape)
+        return DecoderBlock(
+            p0=-1,
+            start=-1,
+            rows=rows,
+            pos=row,
+            rank=rank,
+            activation=comps.activation[ids].float(),
+            positions=positions.to(device),
+            ids=ids,
+        )
 
 
 @dataclass
@@ -122,7 +164,8 @@ class Components:
         """Blocks covering positions ``[0, length)`` of ``layer``'s features.
 
         The whole layer is one block, cached while the cache is under ``BLOCK_CACHE_BYTES``;
-        beyond that (long prompts) blocks of at most ``BLOCK_CHUNK_BYTES`` are built on the fly.
+        beyond that (long prompts) group blocks of at most ``BLOCK_CHUNK_BYTES`` are built on the
+        fly over positions ``[0, length)``.
         """
         cached = self.blocks.get(layer)
         if cached is not None:
@@ -140,9 +183,19 @@ class Components:
             self.block_bytes += full_bytes
             yield block
             return
-        step = max(1, BLOCK_CHUNK_BYTES // max(1, n_max * per_pos))
-        for p0 in range(0, length, step):
-            yield DecoderBlock.build(transcoders, self, layer, p0, min(length, p0 + step))
+        # Positions busiest first, cut into groups of at most BLOCK_CHUNK_BYTES: each group is
+        # padded to its own busiest position, so the gathered rows are ~1.15× the active ones
+        # instead of ~2× for runs of consecutive positions (measured at 511 tokens).
+        counts = self.position_offsets[layer, 1 : length + 1] - self.position_offsets[layer, :length]
+        order = torch.argsort(counts, descending=True, stable=True)
+        start = 0
+        while start < length:
+            busiest = int(counts[order[start]])
+            if busiest == 0:
+                return  # the remaining positions have no features
+            step = max(1, BLOCK_CHUNK_BYTES // (busiest * per_pos))
+            yield DecoderBlock.build_group(transcoders, self, layer, order[start : start + step])
+            start += step
 
 
 @torch.no_grad()

@@ -130,6 +130,14 @@ def _block_edges(
     batch, _, n_out, d_model = grads.shape
     out = []
     for block in comps.decoder_blocks(transcoders, source, length):
+        if block.positions is not None:  # a group of positions (all < length)
+            assert block.ids is not None
+            m, n_max = block.rows.shape[:2]
+            rows = block.rows[:, :, :n_out].reshape(m, n_max, n_out * d_model)
+            g = grads.index_select(1, block.positions).permute(1, 2, 3, 0).reshape(m, n_out * d_model, batch)
+            values = torch.bmm(rows, g)[block.pos, block.rank].T * block.activation  # [B, n]
+            out.append((block.ids, values))
+            continue
         p_end = min(block.p0 + block.rows.shape[0], length)
         n_in = comps.layer_slice(source, max_pos=p_end).stop - block.start
         if n_in == 0 or block.rows.shape[1] == 0:
