@@ -66,17 +66,8 @@ class DecoderBlock:
         n_max = int(comps.position_offsets[layer, p0 : p1 + 1].diff().max()) if n else 0  # host: no sync
         n_out = len(transcoders.output_layers(layer))
         d_model = comps.errors.shape[-1]
-        feature = comps.feature[lo:hi]
         shape = (p1 - p0, n_max, n_out, d_model)
-        if transcoders.lazy_decoder:  # rows come from disk: read only the active ones
-            rows = torch.zeros(shape, device=pos.device)
-            if n:
-                rows[pos, rank] = transcoders.decoder_vectors(layer, feature).float()
-        else:
-            slot = torch.zeros(p1 - p0, n_max, dtype=torch.long, device=pos.device)  # padding: feature 0
-            slot[pos, rank] = feature
-            table = transcoders.full_decoder(layer).reshape(transcoders.d_transcoder, n_out * d_model)
-            rows = table.index_select(0, slot.view(-1).to(table.device)).float().view(shape)
+        rows = _padded_rows(transcoders, layer, comps.feature[lo:hi], pos, rank, shape)
         activation = comps.activation[lo:hi].float()
         return DecoderBlock(p0=p0, start=lo, rows=rows, pos=pos, rank=rank, activation=activation)
 
@@ -95,18 +86,9 @@ class DecoderBlock:
         device = comps.pos.device
         ids = (first[:, None] + slot)[valid].to(device)
         row, rank = row.to(device), rank.to(device)
-        feature = comps.feature[ids]
         n_out = len(transcoders.output_layers(layer))
-        d_model = comps.errors.shape[-1]
-        shape = (int(positions.numel()), n_max, n_out, d_model)
-        if transcoders.lazy_decoder:
-            rows = torch.zeros(shape, device=device)
-            rows[row, rank] = transcoders.decoder_vectors(layer, feature).float()
-        else:
-            slots = torch.zeros(shape[:2], dtype=torch.long, device=device)  # padding: feature 0
-            slots[row, rank] = feature
-            table = transcoders.full_decoder(layer).reshape(transcoders.d_transcoder, n_out * d_model)
-            rows = table.index_select(0, slots.view(-1).to(table.device)).float().view(shape)
+        shape = (int(positions.numel()), n_max, n_out, comps.errors.shape[-1])
+        rows = _padded_rows(transcoders, layer, comps.feature[ids], row, rank, shape)
         return DecoderBlock(
             p0=-1,
             start=-1,
@@ -117,6 +99,28 @@ class DecoderBlock:
             positions=positions.to(device),
             ids=ids,
         )
+
+
+def _padded_rows(
+    transcoders: TranscoderSet,
+    layer: int,
+    feature: torch.Tensor,
+    row: torch.Tensor,
+    rank: torch.Tensor,
+    shape: tuple[int, int, int, int],
+) -> torch.Tensor:
+    """``[rows, n_max, n_out, d]`` float32 with feature ``feature[i]``'s decoder rows at
+    ``(row[i], rank[i])``: one gather from the decoder (padding slots read feature 0, never read
+    back), or, for lazy decoders, the active rows read from disk into zeros."""
+    if transcoders.lazy_decoder:
+        rows = torch.zeros(shape, device=feature.device)
+        if feature.numel():
+            rows[row, rank] = transcoders.decoder_vectors(layer, feature).float()
+        return rows
+    slots = torch.zeros(shape[:2], dtype=torch.long, device=feature.device)
+    slots[row, rank] = feature
+    table = transcoders.full_decoder(layer).reshape(transcoders.d_transcoder, shape[2] * shape[3])
+    return table.index_select(0, slots.view(-1).to(table.device)).float().view(shape)
 
 
 @dataclass
