@@ -98,37 +98,47 @@ def feature_edges(
     batch: int,
     contraction: Contraction = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[n]`` global feature ids in the cone and ``[B, n]`` their edge values.
+    """``[n]`` global feature ids in the cone (every feature of each source layer at positions
+    ``< length``, in global order) and ``[B, n]`` their edge values.
 
     ``grad_out[l]`` is ``[B, length, d]`` (float32): the gradient at layer ``l``'s MLP output.
     No ``[B, n_features, d]`` gather is ever built on either path.
     """
-    cols, vals = [], []
     top = len(grad_layers)
-    for source in range(top):
-        out_layers = [layer for layer in transcoders.output_layers(source) if layer < top]
-        if not out_layers:
-            continue
+    sources = [
+        (source, [layer for layer in transcoders.output_layers(source) if layer < top])
+        for source in range(top)
+    ]
+    sources = [(source, outs) for source, outs in sources if outs]
+    spans = [comps.layer_slice(source, max_pos=length) for source, _ in sources]
+    device = next(iter(grad_out.values())).device if grad_out else comps.pos.device
+    cols = torch.cat(
+        [torch.zeros(0, dtype=torch.long)] + [torch.arange(sl.start, sl.stop) for sl in spans]
+    ).to(device)
+    # one output written in place: no per-chunk pieces concatenated (2× the batch's largest array)
+    vals = torch.zeros(batch, int(cols.numel()), device=device)
+    column = 0
+    for (source, out_layers), sl in zip(sources, spans):
         grads = torch.stack([grad_out[layer] for layer in out_layers], dim=2)  # [B, length, n_out, d]
         path = contraction
         if path == "auto":
             path = choose_contraction(transcoders, comps, source, len(out_layers), length, batch)
         contract = _dense_edges if path == "dense" else _block_edges
         for ids, values in contract(transcoders, comps, source, grads, length):
-            cols.append(ids)
-            vals.append(values)
-    if not cols:
-        device = next(iter(grad_out.values())).device if grad_out else comps.pos.device
-        return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(batch, 0, device=device)
-    return torch.cat(cols), torch.cat(vals, dim=1)
+            if isinstance(ids, int):  # features ids .. ids + n - 1
+                vals[:, column + ids - sl.start : column + ids - sl.start + values.shape[1]] = values
+            else:
+                vals.index_copy_(1, column + ids - sl.start, values)
+        column += sl.stop - sl.start
+    return cols, vals
 
 
 def _block_edges(
     transcoders: TranscoderSet, comps: Components, source: int, grads: torch.Tensor, length: int
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+) -> list[tuple[int | torch.Tensor, torch.Tensor]]:
     """Per-position ``bmm`` against padded, activation-scaled decoder blocks."""
     batch, _, n_out, d_model = grads.shape
-    out = []
+    out: list[tuple[int | torch.Tensor, torch.Tensor]] = []
     for block in comps.decoder_blocks(transcoders, source, length):
         if block.positions is not None:  # a group of positions (all < length)
             assert block.ids is not None
@@ -147,13 +157,13 @@ def _block_edges(
         g = grads[:, block.p0 : p_end].permute(1, 2, 3, 0).reshape(span, n_out * d_model, batch)
         padded = torch.bmm(rows, g)  # [span, n_max, B]
         values = padded[block.pos[:n_in], block.rank[:n_in]].T * block.activation[:n_in]  # [B, n_in]
-        out.append((torch.arange(block.start, block.start + n_in, device=padded.device), values))
+        out.append((block.start, values))
     return out
 
 
 def _dense_edges(
     transcoders: TranscoderSet, comps: Components, source: int, grads: torch.Tensor, length: int
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+) -> list[tuple[int | torch.Tensor, torch.Tensor]]:
     """One ``g @ W_decᵀ`` GEMM per chunk of positions, then a gather of the active entries."""
     batch, _, n_out, d_model = grads.shape
     sl = comps.layer_slice(source, max_pos=length)
@@ -165,7 +175,7 @@ def _dense_edges(
     w_dec = w_dec.to(device=grads.device, dtype=torch.float32).reshape(d_tc, n_out * d_model)
     pos, feat, act = comps.pos[sl], comps.feature[sl], comps.activation[sl].float()
     step = max(1, DENSE_CHUNK_BYTES // (4 * batch * d_tc))
-    out = []
+    out: list[tuple[int | torch.Tensor, torch.Tensor]] = []
     first = sl.start
     for p0 in range(0, length, step):
         p1 = min(length, p0 + step)
@@ -177,5 +187,5 @@ def _dense_edges(
         g = grads[:, p0:p1].reshape(batch * (p1 - p0), n_out * d_model)
         products = (g @ w_dec.T).reshape(batch, p1 - p0, d_tc)  # [B, span, d_tc]
         values = products[:, pos[lo:hi] - p0, feat[lo:hi]] * act[lo:hi]  # [B, n]
-        out.append((torch.arange(first + lo, first + hi, device=values.device), values))
+        out.append((first + lo, values))
     return out

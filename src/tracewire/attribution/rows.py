@@ -42,6 +42,8 @@ AUTO_CAP = 16384
 #: A batch whose rows share their columns is stored dense when at least this fraction of its
 #: entries is non-zero (COO costs 12 bytes per non-zero, dense 4 per entry).
 DENSE_MIN_FILL = 1 / 3
+#: Float32 edges packaged at once (a slice of a batch's rows; see ``_package``).
+PACKAGE_SLICE_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -210,52 +212,103 @@ def compute_rows(
         transcoders, comps, grad_out, grad_layers, length, batch, contraction
     )
 
-    abs_sums = token_vals.abs().sum(-1) + err_vals.abs().sum((-1, -2))
-    dropped = torch.zeros(batch, device=device)
-    capped_cols: torch.Tensor | None = None  # [B, cap] when rows keep different feature columns
-    if feat_vals.numel():
-        abs_sums = abs_sums + feat_vals.abs().sum(-1)
-        if max_row_feature_edges is not None and feat_vals.shape[1] > max_row_feature_edges:
-            keep = feat_vals.abs().topk(max_row_feature_edges, dim=1).indices
-            kept_vals = feat_vals.gather(1, keep)
-            dropped = feat_vals.abs().sum(-1) - kept_vals.abs().sum(-1)
-            feat_vals, capped_cols = kept_vals, feat_cols[keep]
-
     err_cols = (
         space.error_offset
         + torch.tensor(grad_layers, device=device, dtype=torch.long)[:, None] * space.n_pos
         + torch.arange(length, device=device)[None, :]
     ).reshape(-1)
     tok_cols = space.token_offset + torch.arange(length, device=device)
-    vals = torch.cat([feat_vals, err_vals.reshape(batch, -1), token_vals], dim=1)
-    del feat_vals, err_vals, token_vals
-    common = dict(
-        row_nodes=row_nodes,
-        abs_sums=abs_sums.cpu(),
-        dropped_abs=dropped.cpu(),
-        work=copies * replay_len * min(top, n_layers),
+    rest_vals = torch.cat([err_vals.reshape(batch, -1), token_vals], dim=1)  # [B, E + T]
+    del err_vals, token_vals, grad_out, grad_emb
+    rest_cols = torch.cat([err_cols, tok_cols])
+    work = copies * replay_len * min(top, n_layers)
+    return _package(row_nodes, feat_cols, feat_vals, rest_cols, rest_vals, max_row_feature_edges, work)
+
+
+def _row_slices(batch: int, width: int) -> list[slice]:
+    """Rows packaged together: at most :data:`PACKAGE_SLICE_BYTES` of float32 edges at once."""
+    step = max(1, PACKAGE_SLICE_BYTES // max(1, 4 * width))
+    return [slice(r, min(batch, r + step)) for r in range(0, batch, step)]
+
+
+def _package(
+    row_nodes: torch.Tensor,
+    feat_cols: torch.Tensor,
+    feat_vals: torch.Tensor,
+    rest_cols: torch.Tensor,
+    rest_vals: torch.Tensor,
+    cap: int | None,
+    work: int,
+) -> RowBatch:
+    """One batch's edges as a :class:`RowBatch`: per-row cap, then dense or COO storage.
+
+    Rows are processed a slice at a time (:func:`_row_slices`), so what a batch allocates beyond
+    its contraction output ``feat_vals [B, n]`` and the stored edges is bounded by a slice, not by
+    ``B × n`` — at 4,095 tokens ``n`` is ~17M features, and whole-batch temporaries (|values|,
+    the concatenation, the non-zero scan) were ~80 bytes per copy and feature, which is what
+    limited how many copies a backward pass could hold.
+    """
+    batch, n_feat = feat_vals.shape
+    width = n_feat + rest_vals.shape[1]
+    slices = _row_slices(batch, width)
+    abs_sums = rest_vals.abs().sum(-1)
+    for rows in slices:
+        abs_sums[rows] += feat_vals[rows].abs().sum(-1)
+    if cap is not None and n_feat > cap:  # each row keeps its own largest feature edges: COO
+        parts, dropped = [], torch.zeros(batch, device=feat_vals.device)
+        for rows in slices:
+            magnitude = feat_vals[rows].abs()
+            keep = magnitude.topk(cap, dim=1).indices
+            kept = feat_vals[rows].gather(1, keep)
+            dropped[rows] = magnitude.sum(-1) - kept.abs().sum(-1)
+            del magnitude
+            parts.append(_coo(rows.start, feat_cols[keep], kept, rest_cols, rest_vals[rows]))
+        return RowBatch(row_nodes, *_concat(parts), abs_sums.cpu(), dropped.cpu(), work)
+    nonzero = torch.count_nonzero(rest_vals) + sum(torch.count_nonzero(feat_vals[rows]) for rows in slices)
+    no_drop = torch.zeros(batch)
+    shared = torch.cat([feat_cols, rest_cols]).to(torch.int32)
+    if int(nonzero) >= DENSE_MIN_FILL * batch * width:  # COO would cost more than dense
+        values = torch.cat([feat_vals, rest_vals], dim=1)
+        return RowBatch(row_nodes, None, shared.cpu(), values.cpu(), abs_sums.cpu(), no_drop, work)
+    parts = [
+        _coo(
+            rows.start,
+            feat_cols.expand(rows.stop - rows.start, -1),
+            feat_vals[rows],
+            rest_cols,
+            rest_vals[rows],
+        )
+        for rows in slices
+    ]
+    return RowBatch(row_nodes, *_concat(parts), abs_sums.cpu(), no_drop, work)
+
+
+def _coo(
+    first_row: int,
+    feat_cols: torch.Tensor,
+    feat_vals: torch.Tensor,
+    rest_cols: torch.Tensor,
+    rest_vals: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The non-zero edges of rows ``first_row ..``: ``(row index, column, value)``; ``feat_cols``
+    is per row (``[rows, n]``), ``rest_cols`` shared (``[E + T]``)."""
+    n_feat = feat_vals.shape[1]
+    vals = torch.cat([feat_vals, rest_vals], dim=1)
+    b_idx, j_idx = (vals != 0).nonzero(as_tuple=True)
+    is_feat = j_idx < n_feat
+    cols = torch.where(
+        is_feat,
+        feat_cols[b_idx, j_idx.clamp(max=max(n_feat - 1, 0))] if n_feat else j_idx,
+        rest_cols[(j_idx - n_feat).clamp(min=0)],
     )
-    nonzero = vals != 0
-    if capped_cols is None:  # every row has the same columns
-        shared = torch.cat([feat_cols, err_cols, tok_cols]).to(torch.int32)
-        if int(nonzero.sum()) >= DENSE_MIN_FILL * vals.numel():  # COO would cost more than dense
-            return RowBatch(row_index=None, cols=shared.cpu(), values=vals.cpu(), **common)
-        b_idx, j_idx = nonzero.nonzero(as_tuple=True)
-        cols = shared[j_idx]
-    else:
-        b_idx, j_idx = nonzero.nonzero(as_tuple=True)
-        n_feat = capped_cols.shape[1]
-        rest = torch.cat([err_cols, tok_cols])
-        is_feat = j_idx < n_feat
-        cols = torch.where(
-            is_feat, capped_cols[b_idx, j_idx.clamp(max=n_feat - 1)], rest[(j_idx - n_feat).clamp(min=0)]
-        ).to(torch.int32)
-    return RowBatch(
-        row_index=b_idx.to(torch.int32).cpu(),
-        cols=cols.cpu(),
-        values=vals[b_idx, j_idx].cpu(),
-        **common,
-    )
+    return (b_idx + first_row).to(torch.int32), cols.to(torch.int32), vals[b_idx, j_idx]
+
+
+def _concat(
+    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The slices' COO parts as one ``(row index, columns, values)`` on the host."""
+    return tuple(torch.cat([part[i] for part in parts]).cpu() for i in range(3))  # type: ignore[return-value]
 
 
 def _or_zeros(grad: torch.Tensor | None, replay: RetainedReplay) -> torch.Tensor:
