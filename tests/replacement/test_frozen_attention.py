@@ -25,10 +25,14 @@ def test_pattern_times_with_per_copy_patterns_is_plain_matmul() -> None:
     assert torch.equal(pattern_times(pattern, x), torch.matmul(pattern, x))
 
 
-@pytest.mark.parametrize("whole", [True, False])
-def test_frozen_pattern_gradient_per_copy(whole: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("whole", "kept_rows"), [(True, 1), (True, 4), (True, 128), (False, 128)])
+def test_frozen_pattern_gradient_per_copy(
+    whole: bool, kept_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each copy's value gradient is Pᵀ times that copy's output gradient (P from one query batch),
-    for the kept pattern and for the chunked recomputation."""
+    for the kept pattern (its causal backward one query row, a few rows or all rows at a time)
+    and for the tiled recomputation."""
+    monkeypatch.setattr("tracewire.replacement.frozen_attention.KEPT_BACKWARD_ROWS", kept_rows)
     if not whole:
         monkeypatch.setattr("tracewire.replacement.frozen_attention.KEEP_PATTERN_BYTES", 0)
     gen = torch.Generator().manual_seed(1)

@@ -235,6 +235,8 @@ def select_features(
         remaining -= int(pick.numel())
         rows.feature_rows(pick.to(rows.comps.pos.device))
         visited.append(pick)
+    if not visited:  # a budget of 0: target rows only
+        return torch.zeros(0, dtype=torch.long), refreshes
     return torch.cat(visited), refreshes
 
 

@@ -31,6 +31,8 @@ TILE_BYTES = 4 * 2**20
 #: A layer's whole pattern up to this size is kept for backward (retained replays run many
 #: backward passes; recomputing softmax(q kᵀ) each time would dominate short prompts).
 KEEP_PATTERN_BYTES = 16 * 2**20
+#: Query rows per product in the kept pattern's backward (see ``_kept_backward``).
+KEPT_BACKWARD_ROWS = 128
 
 
 def _additive_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -146,6 +148,25 @@ def _fold(x: torch.Tensor) -> torch.Tensor:
     return x.permute(1, 2, 0, 3).reshape(heads, n, batch * dh)
 
 
+def _kept_backward(pattern: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``Pᵀ g`` → ``[B, H, K, dh]`` for a kept pattern ``[1, H, Q, K]`` shared by all copies.
+
+    Query rows are taken :data:`KEPT_BACKWARD_ROWS` at a time, each against the keys up to its
+    last query only: the pattern is causal, so the full product spends half its work on zeros
+    (at 512 positions, 9 heads, 8 copies: 17.8 → 11.7 ms per layer).
+    """
+    heads, q_len, k_len = pattern.shape[1], pattern.shape[2], pattern.shape[3]
+    batch, dh = g.shape[0], g.shape[-1]
+    g_cols = _fold(g)  # [H, Q, B·dh]
+    out = g.new_zeros(heads, k_len, batch * dh)
+    offset = k_len - q_len
+    for start in range(0, q_len, KEPT_BACKWARD_ROWS):
+        end = min(q_len, start + KEPT_BACKWARD_ROWS)
+        k_end = min(k_len, end + offset)
+        out[:, :k_end].baddbmm_(pattern[0, :, start:end, :k_end].transpose(1, 2), g_cols[:, start:end])
+    return out.view(heads, k_len, batch, dh).permute(2, 0, 1, 3)
+
+
 def _tiled_forward(
     value: torch.Tensor,
     query: torch.Tensor,
@@ -246,9 +267,12 @@ class FrozenPatternAV(torch.autograd.Function):
         g = grad_out.transpose(1, 2).float()  # [B, H, Q, dh]
         if ctx.kept:
             (pattern,) = ctx.saved_tensors
-            grad_v = pattern_times(pattern.transpose(-1, -2), g)
+            if pattern.shape[0] == 1:
+                grad_v = _kept_backward(pattern, g)
+            else:
+                grad_v = torch.matmul(pattern.transpose(-1, -2), g)
             if n_rep > 1:
-                grad_v = grad_v.view(batch, kv_heads, n_rep, k_len, dh).sum(2)
+                grad_v = grad_v.reshape(batch, kv_heads, n_rep, k_len, dh).sum(2)
         else:
             query, key = ctx.saved_tensors
             grad_v = _tiled_backward(g, query, key, mask, ctx.scaling, ctx.softcap, n_rep, k_len)
