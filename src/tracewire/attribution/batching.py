@@ -13,6 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+#: Default ``max_batch_tokens`` (copies × replay length per backward pass). Each pass has costs
+#: that do not grow with its copies (rebuilding decoder blocks, recomputing attention patterns
+#: at long prompts), so fewer, wider passes are faster while a batch's gradients
+#: (``layers × tokens × d`` floats) stay small: 8,192 ran 511 tokens / 128 features in 41.8 s
+#: against 45.7 s at 4,096, and 4,095 tokens / 16 in 195 s (5.85 GiB) against 266 s (5.91 GiB).
+DEFAULT_MAX_BATCH_TOKENS = 8192
+
 
 def replay_bucket(length: int, n_pos: int) -> int:
     """The replay length serving a prefix of ``length`` positions: the next power of two, at most

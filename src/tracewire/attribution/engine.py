@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from tracewire.attribution.batching import DEFAULT_MAX_BATCH_TOKENS
 from tracewire.attribution.components import Components, compute_components
 from tracewire.attribution.contraction import check_contraction
 from tracewire.attribution.rows import NodeSpace, RowBatch, auto_row_cap
@@ -64,7 +65,7 @@ def attribute(
     max_feature_nodes: int | None = None,
     batch_size: int = 64,
     update_interval: int = 4,
-    max_batch_tokens: int = 4096,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     max_row_feature_edges: int | str | None = "auto",
     contraction: str = "auto",
     progress: bool = True,

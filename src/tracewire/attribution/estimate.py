@@ -30,7 +30,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tracewire.attribution.batching import batch_capacity, plan_batches, replay_bucket
+from tracewire.attribution.batching import (
+    DEFAULT_MAX_BATCH_TOKENS,
+    batch_capacity,
+    plan_batches,
+    replay_bucket,
+)
 from tracewire.attribution.components import BLOCK_CACHE_BYTES, BLOCK_CHUNK_BYTES
 from tracewire.attribution.replays import REPLAY_CACHE_BYTES
 from tracewire.attribution.rows import auto_row_cap
@@ -183,7 +188,7 @@ def estimate_attribution(
     batch_size: int = 64,
     max_n_logits: int = 10,
     desired_logit_prob: float = 0.95,
-    max_batch_tokens: int = 4096,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     active: float | Activity | None = None,
 ) -> Estimate:
     """Estimate one ``attribute`` call, on ``prompt`` or on any prompt of ``n_tokens`` tokens.
