@@ -86,7 +86,17 @@ def test_circuit_tracer_dag_pruning() -> None:
     assert tied.node_mask.tolist() == [False, True] + [False] * 4 + [True, False] + [True] * 4
 
 
-def test_cycle_is_reported() -> None:
+@pytest.fixture(params=["dense", "edge list"])
+def propagation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of propagating influence: dense products (small graphs) and the edge list."""
+    if request.param == "edge list":
+        monkeypatch.setattr("tracewire.graph.influence.DENSE_PROPAGATION_BYTES", 0)
+    else:
+        monkeypatch.setattr("tracewire.graph.influence.DENSE_PROPAGATION_BYTES", 2**40)
+    return str(request.param)
+
+
+def test_cycle_is_reported(propagation: str) -> None:
     graph = hand_built_graph()
     cyclic = replace(
         graph,
@@ -100,7 +110,7 @@ def test_cycle_is_reported() -> None:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_influence_equals_matrix_inverse(seed: int) -> None:
+def test_influence_equals_matrix_inverse(seed: int, propagation: str) -> None:
     graph = random_graph(
         n_layers=4, n_pos=5, n_features=40, n_targets=3, edge_density=0.3, seed=seed, dtype=torch.float64
     )

@@ -96,7 +96,7 @@ class RowBatch:
         """Row-normalised ``|A|`` (each row by its Σ|A| over every source) for influence estimates."""
         norm = self.abs_sums.clamp_min(1e-10)
         if self.row_index is None:
-            return WeightBlock(torch.arange(self.n_rows), self.cols.long(), self.values.abs() / norm[:, None])
+            return WeightBlock(torch.arange(self.n_rows), self.cols.long(), self.values, norm)
         rows = self.row_index.long()
         return WeightBlock(rows, self.cols.long(), self.values.abs() / norm[rows])
 

@@ -24,12 +24,16 @@ class WeightBlock:
     """Row-normalised ``|A|`` of some rows, dense or COO.
 
     Dense: ``rows [R]`` (positions in ``row_nodes``), ``cols [n]`` shared by every row,
-    ``weights [R, n]``. COO: ``rows``, ``cols`` and ``weights`` are parallel ``[E]``.
+    ``weights [R, n]`` the rows' raw edge values and ``row_norm [R]`` each row's ``Σ|A|``:
+    ``Â = |weights| / row_norm`` is never materialised (influence only needs the columns that
+    are rows, and one product per block). COO: ``rows``, ``cols`` and ``weights`` (already
+    ``Â``) are parallel ``[E]``; ``row_norm`` is ``None``.
     """
 
     rows: torch.Tensor
     cols: torch.Tensor
     weights: torch.Tensor
+    row_norm: torch.Tensor | None = None
 
     @property
     def dense(self) -> bool:
@@ -58,8 +62,9 @@ def estimate_influence(
     for block in blocks():
         col_pos = position[block.cols]
         if block.dense:
+            assert block.row_norm is not None
             keep = (col_pos >= 0).nonzero().squeeze(1)
-            sub = block.weights[:, keep]
+            sub = block.weights[:, keep].abs() / block.row_norm[:, None]
             r, j = sub.nonzero(as_tuple=True)
             inner.append((block.rows[r], col_pos[keep][j], sub[r, j]))
         else:
@@ -73,8 +78,9 @@ def estimate_influence(
     total = propagate_influence(start, inner_rows, inner_cols, inner_weight, include_start=True)
     influence = torch.zeros(n_nodes)
     for block in blocks():
-        if block.dense:  # Σ_r total[r] · W[r, :] as one vector-matrix product
-            influence.index_add_(0, block.cols, total[block.rows] @ block.weights)
+        if block.dense:  # Σ_r total[r] · Â[r, :] as one vector-matrix product
+            assert block.row_norm is not None
+            influence.index_add_(0, block.cols, (total[block.rows] / block.row_norm) @ block.weights.abs())
         else:
             influence.index_add_(0, block.cols, total[block.rows] * block.weights)
     return influence
