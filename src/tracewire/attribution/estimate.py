@@ -13,9 +13,11 @@ the engine will do:
 - memory, by allocation class: the interpreter and the weights, the clean run and the sparse
   feature list, the retained replay, one batch's transients (gradients at every layer, the
   ``copies × F`` edge values), the decoder blocks, the stored edges and their packaged copy;
-- time: the clean run, then per batch the decoder-block contraction (∝ padded block size,
-  rebuilt per batch once the cache is full; on CPU it dwarfs the replay's backward) and the
-  per-row edge processing (∝ copies × F).
+- time: the clean run, then per batch the feature contraction (the cheaper of padded decoder
+  blocks, ∝ block size, and the dense ``g @ W_decᵀ`` GEMM, ∝ copies × positions — as the
+  engine's cost model picks), the replay's backward (∝ copies × positions × layers), the
+  attention patterns recomputed by long prompts' backward (∝ heads × length² × layers per
+  pass) and the per-row edge processing (∝ copies × F).
 
 Constants were fitted on this project's benchmark machine (2-core Zen 4, fp32) against
 ``benchmarks/attribution.py``, which prints predicted next to measured so drift shows up. Time
@@ -56,18 +58,32 @@ BASELINE_BYTES = int(0.40 * GIB)
 RUN_VECTORS_PER_LAYER_POS = 7.9
 #: Sparse feature list (layer, position, feature, activation), bytes per active feature.
 BYTES_PER_FEATURE = 28
-#: One batch's edge-value arrays over the active features (values, |values|, top-k, non-zero
-#: scan, COO copies), bytes per copy and feature. Fitted: 87.
-BYTES_PER_COPY_FEATURE = 87
+#: One batch's arrays over the active features (the contraction output, the stored values, a
+#: packaging slice's temporaries, the gradients the contraction reads), bytes per copy and
+#: feature. Fitted on 511 and 4,095 tokens (rows packaged a slice at a time): 55.
+BYTES_PER_COPY_FEATURE = 55
 #: Seconds: fixed start-up of a run (target resolution, first allocations).
 FIXED_S = 0.3
 #: Seconds per position of the clean run (record forward, encode, decode, errors). Measured.
 RECORD_S_PER_POS = 3.5e-3
-#: Seconds per padded decoder-block float contracted (built, read and multiplied per batch);
-#: on CPU this dwarfs the replay's backward, whose cost it absorbs. Fitted.
-BLOCK_S_PER_FLOAT = 1.88e-9
-#: Seconds per copy × feature of edge post-processing (cap, non-zeros, COO packing). Fitted.
+#: Seconds per padded decoder-block float contracted (gathered into a cache-sized group and
+#: multiplied, per batch). Fitted.
+BLOCK_S_PER_FLOAT = 3.9e-10
+#: Seconds per FLOP of the dense contraction ``g @ W_decᵀ`` (the box's fp32 GEMM rate); the
+#: engine takes the cheaper of the two per layer and batch, and so does the estimate.
+DENSE_S_PER_FLOP = 1.0 / 1.9e11
+#: Seconds per copy × position × layer of the replay's backward (value and output projections,
+#: frozen norms, kept attention patterns). Measured: 16 and 511 tokens.
+BACKWARD_S_PER_TOKEN_LAYER = 6.5e-6
+#: Seconds per attention-score entry recomputed per backward pass (patterns too large to keep:
+#: ``heads × length²`` past ``KEEP_PATTERN_BYTES``; causal, so half the square). Measured: 0.25 s
+#: per layer and pass at 4,096 positions, 9 heads.
+ATTENTION_S_PER_SCORE = 3.3e-9
+#: Seconds per copy × feature of edge post-processing (non-zeros, dense or COO packing). Fitted.
 ROW_S_PER_COPY_FEATURE = 2.6e-8
+#: ...when rows are capped (``rows.auto_row_cap``): a top-k over every row's feature edges.
+#: Fitted on 511 and 4,095 tokens.
+CAPPED_ROW_S_PER_COPY_FEATURE = 1.0e-7
 
 
 @dataclass
@@ -276,13 +292,31 @@ def estimate_attribution(
     # -- time ---------------------------------------------------------------------------------
     record = FIXED_S + RECORD_S_PER_POS * n_pos
 
-    def batches_seconds(batches: list[tuple[int, int, int, int]]) -> tuple[float, float]:
-        block_floats = sum(length * n_max * d_model * top for _, _, length, top in batches)
-        row_work = sum(c * n_features * min(1.0, length / n_pos) for _, c, length, _ in batches)
-        return block_floats * BLOCK_S_PER_FLOAT, row_work * ROW_S_PER_COPY_FEATURE
+    heads = int(getattr(loaded.config, "num_attention_heads", 1))
+    capped = row_cap is not None and row_cap < n_features * (1.0 if budgeted else 0.5)
+    row_seconds = CAPPED_ROW_S_PER_COPY_FEATURE if capped else ROW_S_PER_COPY_FEATURE
+    dense_flops_per_token_layer = 2.0 * d_model * len(transcoders.output_layers(0)) * transcoders.d_transcoder
 
-    contraction, rows = batches_seconds(plan)
-    seconds = record + contraction + rows
+    def batches_seconds(batches: list[tuple[int, int, int, int]]) -> tuple[float, float, float, float]:
+        contraction = sum(
+            min(
+                length * n_max * d_model * top * BLOCK_S_PER_FLOAT,
+                c * length * top * dense_flops_per_token_layer * DENSE_S_PER_FLOP,
+            )
+            for _, c, length, top in batches
+        )
+        backward = sum(c * length * top for _, c, length, top in batches) * BACKWARD_S_PER_TOKEN_LAYER
+        recomputed = sum(
+            heads * length * length / 2 * top
+            for _, _, length, top in batches
+            if heads * length * length * 4 > KEEP_PATTERN_BYTES
+        )
+        row_work = sum(c * n_features * min(1.0, length / n_pos) for _, c, length, _ in batches)
+        return contraction, backward, recomputed * ATTENTION_S_PER_SCORE, row_work * row_seconds
+
+    terms = batches_seconds(plan)
+    contraction, backward, attention, rows = terms
+    seconds = record + sum(terms)
     seconds_low = seconds
     if prompt is None and n_targets > 1:  # the prompt may need a single salient logit
         low_plan = _plan(
@@ -312,6 +346,8 @@ def estimate_attribution(
         time_breakdown={
             "clean run": record,
             "feature contraction": contraction,
+            "replay backward": backward,
+            "attention recomputed": attention,
             "edge processing": rows,
         },
     )
