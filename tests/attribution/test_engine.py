@@ -331,3 +331,27 @@ def test_rows_packaged_a_slice_at_a_time_give_the_same_graph(
     dropped = whole.metadata["dropped_edge_mass_fraction"]
     assert (dropped > 0) == (storage == "capped")
     assert sliced.metadata["dropped_edge_mass_fraction"] == pytest.approx(dropped, rel=1e-6)
+
+
+def test_short_batches_on_their_own_replay_give_the_same_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch filling at most half of its shared replay (here the targets' batch and the last
+    feature batch) replays a prefix of its own; the edges are those of the shared replay."""
+    from tracewire.attribution import rows
+
+    rm = _setup("qwen3", "clt", "relu", seed=19)
+    ids = random_ids(8, seed=20)
+    calls: list[bool] = []
+    decide = rows._own_replay_pays
+
+    def spy(*args: object) -> bool:
+        calls.append(decide(*args))  # type: ignore[arg-type]
+        return calls[-1]
+
+    monkeypatch.setattr(rows, "_own_replay_pays", spy)
+    own = attribute(ids, rm, progress=False, batch_size=16, max_feature_nodes=20)
+    assert any(calls) and not all(calls)  # both kinds of replay were used
+    monkeypatch.setattr(rows, "_own_replay_pays", lambda *args: False)
+    shared = attribute(ids, rm, progress=False, batch_size=16, max_feature_nodes=20)
+    assert torch.equal(own.features, shared.features)
+    assert torch.allclose(graph_dense(own), graph_dense(shared), atol=1e-6)
+    assert own.metadata["work"]["replay_forwards"] > shared.metadata["work"]["replay_forwards"]

@@ -102,13 +102,18 @@ class ReplayCache:
             del self.sizes[old]
         return kept
 
+    def keeps_patterns(self, length: int) -> bool:
+        """Whether a replay of ``length`` positions keeps its attention patterns for backward
+        (else every forward and backward pass recomputes them)."""
+        heads = int(getattr(self.rm.loaded.config, "num_attention_heads", 1))
+        return heads * length * length * 4 <= KEEP_PATTERN_BYTES
+
     def held_bytes(self, length: int, batch: int) -> int:
         """What a kept replay references: the embedding leaf and short prefixes' patterns."""
         loaded = self.rm.loaded
         element = torch.finfo(loaded.dtype).bits // 8
         heads = int(getattr(loaded.config, "num_attention_heads", 1))
-        pattern = heads * length * length * 4
-        patterns = self.rm.n_layers * pattern if pattern <= KEEP_PATTERN_BYTES else 0
+        patterns = self.rm.n_layers * heads * length * length * 4 if self.keeps_patterns(length) else 0
         return batch * length * loaded.d_model * element + patterns
 
     def clear(self) -> None:

@@ -158,13 +158,17 @@ def compute_rows(
     length = max(positions) + 1
     top = max(layers)  # the replay stops after this layer's transcoder input (n_layers: final norm)
 
+    shared = replays is not None and not _own_replay_pays(replays, length, batch, capacity)
     with torch.enable_grad():
-        if replays is not None:
+        if shared:
+            assert replays is not None
             replay = replays.get(length, max(batch, capacity or batch))
         else:
             replay = RetainedReplay.from_run(
                 replacement.replay(state, length=length, batch=batch, stop_after_layer=top)
             )
+            if replays is not None:
+                replays.forwards += 1
         # each target reads its site at its own copy and position: seed the backward there
         device = replay.embeddings.device
         vector = request.vector.to(device=device, dtype=replay.embeddings.dtype)
@@ -182,9 +186,7 @@ def compute_rows(
         grad_layers = list(range(min(top, n_layers)))
         copies, replay_len = replay.copies, replay.length
         inputs = [get_gradient_edge(replay.embeddings), *(replay.outputs[layer] for layer in grad_layers)]
-        grads = torch.autograd.grad(
-            reads, inputs, grad_outputs=seeds, allow_unused=True, retain_graph=replays is not None
-        )
+        grads = torch.autograd.grad(reads, inputs, grad_outputs=seeds, allow_unused=True, retain_graph=shared)
         del seeds
     grad_emb = _or_zeros(grads[0], replay)[:batch, :length].float()
     grad_out = {
@@ -309,6 +311,15 @@ def _concat(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The slices' COO parts as one ``(row index, columns, values)`` on the host."""
     return tuple(torch.cat([part[i] for part in parts]).cpu() for i in range(3))  # type: ignore[return-value]
+
+
+def _own_replay_pays(replays: ReplayCache, length: int, batch: int, capacity: int | None) -> bool:
+    """Whether a batch filling at most half of its shared replay (the targets' batch, a last
+    short batch) should replay a prefix of its own: the shared replay's backward runs all its
+    copies, empty ones included, while an own replay costs one forward of just the batch — cheap
+    while attention patterns are kept (at 511 tokens, one target row on a 16-copy replay ran
+    15 copies' backward for nothing), not when a long prompt's forward recomputes them."""
+    return capacity is not None and batch * 2 <= capacity and replays.keeps_patterns(length)
 
 
 def _or_zeros(grad: torch.Tensor | None, replay: RetainedReplay) -> torch.Tensor:
