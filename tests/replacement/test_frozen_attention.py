@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tracewire.replacement.frozen_attention import FrozenPatternAV, pattern_times
+from tracewire.replacement.frozen_attention import FrozenPatternAV, PatternSource, pattern_times
 
 
 @pytest.mark.parametrize("batch", [1, 3, 8])
@@ -41,7 +41,7 @@ def test_frozen_pattern_gradient_per_copy(
     k = torch.randn(1, kv_heads, length, dh, generator=gen)
     v = torch.randn(copies, kv_heads, length, dh, generator=gen, requires_grad=True)
     scaling = dh**-0.5
-    out = FrozenPatternAV.apply(v, q, k, None, scaling, None, heads // kv_heads, None)
+    out = FrozenPatternAV.apply(v, PatternSource(q, k, None, scaling, None, heads // kv_heads), None)
     upstream = torch.randn(out.shape, generator=gen)
     (grad_v,) = torch.autograd.grad(out, v, upstream)
 
@@ -100,7 +100,7 @@ def test_tiled_pattern_matches_eager_attention(
         allowed[2] = False
         mask = torch.zeros(1, 1, length, length).masked_fill(~allowed, float("-inf"))
     scaling = dh**-0.5
-    out = FrozenPatternAV.apply(v, q, k, mask, scaling, softcap, n_rep, None)
+    out = FrozenPatternAV.apply(v, PatternSource(q, k, mask, scaling, softcap, n_rep), None)
     upstream = torch.randn(out.shape, generator=gen)
     (grad_v,) = torch.autograd.grad(out, v, upstream)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -76,51 +77,63 @@ def _causal_block(rows: int, device: torch.device) -> torch.Tensor:
     return torch.ones(rows, rows, dtype=torch.bool, device=device).triu_(1)
 
 
-def whole_pattern(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    mask: torch.Tensor | None,
-    scaling: float,
-    softcap: float | None,
-    n_rep: int,
-) -> torch.Tensor:
-    """The float32 pattern ``[Bq, H, Q, K]`` of every head (short prompts: kept for backward)."""
-    q_len, k_len = q.shape[2], k.shape[2]
-    kf = k.float().repeat_interleave(n_rep, dim=1) if n_rep > 1 else k.float()
-    scores = torch.matmul(q.float() * scaling, kf.transpose(-1, -2))
-    mask_all = mask[..., :q_len, :k_len] if mask is not None else None
-    return _to_pattern(scores, mask_all, softcap, k_len - q_len, _causal_block(q_len, q.device))
+@dataclass(frozen=True)
+class PatternSource:
+    """What one layer's frozen pattern is recomputed from.
 
-
-def pattern_tiles(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    mask: torch.Tensor | None,
-    scaling: float,
-    softcap: float | None,
-    n_rep: int,
-) -> Iterator[tuple[int, int, int, torch.Tensor]]:
-    """Yield ``(head, start, end, P[:, head, start:end, :k_end])`` float32 pattern tiles.
-
-    ``q``: ``[Bq, H, Q, dh]``; ``k``: ``[Bk, Hkv, K, dh]`` (query head ``h`` reads key head
-    ``h // n_rep``). A tile stops at the key of its last query (later keys are masked anyway),
-    and holds at most :data:`TILE_BYTES`. ``q`` is scaled once per call, not per tile.
+    ``query``: ``[Bq, H, Q, dh]``; ``key``: ``[Bk, Hkv, K, dh]`` (query head ``h`` reads key
+    head ``h // n_rep``); ``mask``: additive float32 or ``None`` (causal).
     """
-    batch, heads, q_len, k_len = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
-    offset = k_len - q_len
-    rows = max(1, min(q_len, TILE_BYTES // max(1, 4 * batch * k_len)))
-    q_scaled = q.float() * scaling
-    kf = k.float()
-    causal = _causal_block(rows, q.device)
-    for start in range(0, q_len, rows):
-        end = min(q_len, start + rows)
-        k_end = min(k_len, end + offset)  # causal: later keys are masked anyway
-        for head in range(heads):
-            scores = torch.matmul(
-                q_scaled[:, head, start:end], kf[:, head // n_rep, :k_end].transpose(-1, -2)
-            )
-            tile_mask = None if mask is None else mask[:, min(head, mask.shape[1] - 1), start:end, :k_end]
-            yield head, start, end, _to_pattern(scores, tile_mask, softcap, start + offset, causal)
+
+    query: torch.Tensor
+    key: torch.Tensor
+    mask: torch.Tensor | None
+    scaling: float
+    softcap: float | None
+    n_rep: int
+
+    @property
+    def shared(self) -> bool:
+        """One pattern for every copy of a replay (batch-1 queries and mask)."""
+        return self.query.shape[0] == 1 and (self.mask is None or self.mask.shape[0] == 1)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the whole float32 pattern."""
+        q = self.query
+        return q.shape[0] * q.shape[1] * q.shape[2] * self.key.shape[2] * 4
+
+    def whole(self) -> torch.Tensor:
+        """The float32 pattern ``[Bq, H, Q, K]`` of every head (short prompts: kept for backward)."""
+        q, k, n_rep = self.query, self.key, self.n_rep
+        q_len, k_len = q.shape[2], k.shape[2]
+        kf = k.float().repeat_interleave(n_rep, dim=1) if n_rep > 1 else k.float()
+        scores = torch.matmul(q.float() * self.scaling, kf.transpose(-1, -2))
+        mask_all = self.mask[..., :q_len, :k_len] if self.mask is not None else None
+        return _to_pattern(scores, mask_all, self.softcap, k_len - q_len, _causal_block(q_len, q.device))
+
+    def tiles(self) -> Iterator[tuple[int, int, int, torch.Tensor]]:
+        """Yield ``(head, start, end, P[:, head, start:end, :k_end])`` float32 pattern tiles.
+
+        A tile stops at the key of its last query (later keys are masked anyway) and holds at
+        most :data:`TILE_BYTES`; ``q`` is scaled once per call, not per tile.
+        """
+        q, k, mask, n_rep = self.query, self.key, self.mask, self.n_rep
+        batch, heads, q_len, k_len = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+        offset = k_len - q_len
+        rows = max(1, min(q_len, TILE_BYTES // max(1, 4 * batch * k_len)))
+        q_scaled = q.float() * self.scaling
+        kf = k.float()
+        causal = _causal_block(rows, q.device)
+        for start in range(0, q_len, rows):
+            end = min(q_len, start + rows)
+            k_end = min(k_len, end + offset)  # causal: later keys are masked anyway
+            for head in range(heads):
+                scores = torch.matmul(
+                    q_scaled[:, head, start:end], kf[:, head // n_rep, :k_end].transpose(-1, -2)
+                )
+                tile_mask = None if mask is None else mask[:, min(head, mask.shape[1] - 1), start:end, :k_end]
+                yield head, start, end, _to_pattern(scores, tile_mask, self.softcap, start + offset, causal)
 
 
 def pattern_times(pattern: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -167,59 +180,41 @@ def _kept_backward(pattern: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return out.view(heads, k_len, batch, dh).permute(2, 0, 1, 3)
 
 
-def _tiled_forward(
-    value: torch.Tensor,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    mask: torch.Tensor | None,
-    scaling: float,
-    softcap: float | None,
-    n_rep: int,
-) -> torch.Tensor:
+def _tiled_forward(value: torch.Tensor, source: PatternSource) -> torch.Tensor:
     """``P v`` → ``[B, Q, H, dh]`` tile by tile; one pattern for all copies is applied to them
     folded into columns (as in :func:`pattern_times`)."""
-    heads, q_len, dh = query.shape[1], query.shape[2], value.shape[-1]
-    batch = max(value.shape[0], query.shape[0])
-    shared = query.shape[0] == 1 and (mask is None or mask.shape[0] == 1)
-    if shared:
+    heads, q_len, dh = source.query.shape[1], source.query.shape[2], value.shape[-1]
+    n_rep = source.n_rep
+    if source.shared:
         v_cols = _fold(value)  # [Hkv, K, B·dh]
         out_cols = value.new_empty(heads, q_len, value.shape[0] * dh)
-        for head, start, end, tile in pattern_tiles(query, key, mask, scaling, softcap, n_rep):
+        for head, start, end, tile in source.tiles():
             k_end = tile.shape[-1]
             torch.mm(tile[0].to(value.dtype), v_cols[head // n_rep, :k_end], out=out_cols[head, start:end])
         return out_cols.view(heads, q_len, -1, dh).permute(2, 1, 0, 3).contiguous()
-    out = value.new_zeros(batch, q_len, heads, dh)
-    for head, start, end, tile in pattern_tiles(query, key, mask, scaling, softcap, n_rep):
+    out = value.new_zeros(max(value.shape[0], source.query.shape[0]), q_len, heads, dh)
+    for head, start, end, tile in source.tiles():
         k_end = tile.shape[-1]
         out[:, start:end, head] = torch.matmul(tile.to(value.dtype), value[:, head // n_rep, :k_end])
     return out
 
 
-def _tiled_backward(
-    g: torch.Tensor,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    mask: torch.Tensor | None,
-    scaling: float,
-    softcap: float | None,
-    n_rep: int,
-    k_len: int,
-) -> torch.Tensor:
+def _tiled_backward(g: torch.Tensor, source: PatternSource, k_len: int) -> torch.Tensor:
     """``Pᵀ g`` summed over each key head's query heads → ``[B, Hkv, K, dh]`` float32, for
     ``g [B, H, Q, dh]``, tile by tile (accumulated in place; one pattern for all copies
     multiplies them folded into columns)."""
     batch, heads, _, dh = g.shape
+    n_rep = source.n_rep
     kv_heads = heads // n_rep
-    shared = query.shape[0] == 1 and (mask is None or mask.shape[0] == 1)
-    if shared:
+    if source.shared:
         g_cols = _fold(g)  # [H, Q, B·dh]
         grad_cols = g.new_zeros(kv_heads, k_len, batch * dh)
-        for head, start, end, tile in pattern_tiles(query, key, mask, scaling, softcap, n_rep):
+        for head, start, end, tile in source.tiles():
             k_end = tile.shape[-1]
             grad_cols[head // n_rep, :k_end].addmm_(tile[0].transpose(0, 1), g_cols[head, start:end])
         return grad_cols.view(kv_heads, k_len, batch, dh).permute(2, 0, 1, 3)
-    grad_v = g.new_zeros(max(batch, query.shape[0]), kv_heads, k_len, dh)
-    for head, start, end, tile in pattern_tiles(query, key, mask, scaling, softcap, n_rep):
+    grad_v = g.new_zeros(max(batch, source.query.shape[0]), kv_heads, k_len, dh)
+    for head, start, end, tile in source.tiles():
         k_end = tile.shape[-1]
         grad_v[:, head // n_rep, :k_end] += torch.matmul(tile.transpose(-1, -2), g[:, head, start:end])
     return grad_v
@@ -230,38 +225,28 @@ class FrozenPatternAV(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
-        value: torch.Tensor,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        mask: torch.Tensor | None,
-        scaling: float,
-        softcap: float | None,
-        n_rep: int,
-        precomputed: torch.Tensor | None,
+        ctx: Any, value: torch.Tensor, source: PatternSource, precomputed: torch.Tensor | None
     ) -> torch.Tensor:
-        ctx.mask = mask  # shared by every layer of the run (memoised), so not a per-layer copy
-        ctx.scaling, ctx.softcap, ctx.n_rep = scaling, softcap, n_rep
+        # the source's tensors are the run's cached queries/keys and memoised mask, not inputs
+        # of this call: held by reference, never copied per layer
+        ctx.source = source
         ctx.value_shape, ctx.value_dtype = value.shape, value.dtype
-        heads, q_len, k_len = query.shape[1], query.shape[2], key.shape[2]
-        keep = query.shape[0] * heads * q_len * k_len * 4 <= KEEP_PATTERN_BYTES
-        if keep:
-            pattern = whole_pattern(query, key, mask, scaling, softcap, n_rep)
+        ctx.kept = source.nbytes <= KEEP_PATTERN_BYTES
+        if ctx.kept:
+            pattern = source.whole()
             ctx.save_for_backward(pattern)
-        else:
-            ctx.save_for_backward(query, key)
-        ctx.kept = keep
         if precomputed is not None:
             return precomputed
-        if keep:
+        if ctx.kept:
+            n_rep = source.n_rep
             v = value.repeat_interleave(n_rep, dim=1) if n_rep > 1 else value
             return pattern_times(pattern.to(v.dtype), v).transpose(1, 2)
-        return _tiled_forward(value, query, key, mask, scaling, softcap, n_rep)
+        return _tiled_forward(value, source)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        mask = ctx.mask
-        n_rep = ctx.n_rep
+        source: PatternSource = ctx.source
+        n_rep = source.n_rep
         b, kv_heads, k_len, dh = ctx.value_shape
         batch = max(grad_out.shape[0], b)
         g = grad_out.transpose(1, 2).float()  # [B, H, Q, dh]
@@ -274,11 +259,10 @@ class FrozenPatternAV(torch.autograd.Function):
             if n_rep > 1:
                 grad_v = grad_v.reshape(batch, kv_heads, n_rep, k_len, dh).sum(2)
         else:
-            query, key = ctx.saved_tensors
-            grad_v = _tiled_backward(g, query, key, mask, ctx.scaling, ctx.softcap, n_rep, k_len)
+            grad_v = _tiled_backward(g, source, k_len)
         if b == 1 and batch > 1:
             grad_v = grad_v.sum(0, keepdim=True)
-        return grad_v.to(ctx.value_dtype), None, None, None, None, None, None, None
+        return grad_v.to(ctx.value_dtype), None, None
 
 
 def frozen_attention(run: FrozenRun, call: AttentionCall) -> tuple[torch.Tensor, None]:
@@ -321,5 +305,6 @@ def frozen_attention(run: FrozenRun, call: AttentionCall) -> tuple[torch.Tensor,
         mask = _additive_mask(attention_mask)
         run.mask_cache[id(attention_mask)] = mask
         run.mask_refs.append(attention_mask)  # keep the key object alive so its id stays unique
-    out = FrozenPatternAV.apply(call.value, q, k, mask, scale, softcap, n_rep, precomputed)
+    source = PatternSource(q, k, mask, scale, softcap, n_rep)
+    out = FrozenPatternAV.apply(call.value, source, precomputed)
     return out, None
