@@ -43,7 +43,7 @@ from tracewire.attribution.replays import REPLAY_CACHE_BYTES
 from tracewire.attribution.rows import auto_row_cap
 from tracewire.errors import InvalidArgumentError
 from tracewire.models.loading import LoadedModel
-from tracewire.replacement.frozen_attention import KEEP_PATTERN_BYTES
+from tracewire.replacement.frozen_attention import keeps_pattern
 from tracewire.transcoders.base import TranscoderSet
 
 GIB = 2**30
@@ -73,11 +73,11 @@ BLOCK_S_PER_FLOAT = 3.9e-10
 #: engine takes the cheaper of the two per layer and batch, and so does the estimate.
 DENSE_S_PER_FLOP = 1.0 / 1.9e11
 #: Seconds per copy × position × layer of the replay's backward (value and output projections,
-#: frozen norms, kept attention patterns). Measured: 16 and 511 tokens.
+#: frozen norms, kept attention patterns). Fitted on 16 and 511 tokens.
 BACKWARD_S_PER_TOKEN_LAYER = 6.5e-6
-#: Seconds per attention-score entry recomputed per backward pass (patterns too large to keep:
-#: ``heads × length²`` past ``KEEP_PATTERN_BYTES``; causal, so half the square). Measured: 0.25 s
-#: per layer and pass at 4,096 positions, 9 heads.
+#: Seconds per attention-score entry recomputed per backward pass (patterns that
+#: ``frozen_attention.keeps_pattern`` does not keep; causal, so half of ``heads × length²``).
+#: Measured: 0.25 s per layer and pass at 4,096 positions, 9 heads.
 ATTENTION_S_PER_SCORE = 3.3e-9
 #: Seconds per copy × feature of edge post-processing (non-zeros, dense or COO packing). Fitted.
 ROW_S_PER_COPY_FEATURE = 2.6e-8
@@ -260,11 +260,12 @@ def estimate_attribution(
     n_max = max(1.0, activity.busiest)
     block_layer = n_pos * n_max * vector * len(transcoders.output_layers(0))
     blocks = min(BLOCK_CACHE_BYTES, int(n_layers * block_layer)) + min(BLOCK_CHUNK_BYTES, int(block_layer))
-    pattern = int(getattr(loaded.config, "num_attention_heads", 1)) * n_pos * n_pos * 4
+    heads = int(getattr(loaded.config, "num_attention_heads", 1))
+    pattern = heads * n_pos * n_pos * 4
     copies = max(c * length for _, c, length, _ in plan)  # copies × positions of the widest batch
     replay_held = min(
         REPLAY_CACHE_BYTES,
-        copies * d_model * element + (n_layers * pattern if pattern <= KEEP_PATTERN_BYTES else 0),
+        copies * d_model * element + (n_layers * pattern if keeps_pattern(heads, n_pos, n_pos) else 0),
     )
     widest = max(c for _, c, _, _ in plan)
     transient = int(BYTES_PER_COPY_FEATURE * widest * n_features)
@@ -292,7 +293,6 @@ def estimate_attribution(
     # -- time ---------------------------------------------------------------------------------
     record = FIXED_S + RECORD_S_PER_POS * n_pos
 
-    heads = int(getattr(loaded.config, "num_attention_heads", 1))
     capped = row_cap is not None and row_cap < n_features * (1.0 if budgeted else 0.5)
     row_seconds = CAPPED_ROW_S_PER_COPY_FEATURE if capped else ROW_S_PER_COPY_FEATURE
     dense_flops_per_token_layer = 2.0 * d_model * len(transcoders.output_layers(0)) * transcoders.d_transcoder
@@ -309,7 +309,7 @@ def estimate_attribution(
         recomputed = sum(
             heads * length * length / 2 * top
             for _, _, length, top in batches
-            if heads * length * length * 4 > KEEP_PATTERN_BYTES
+            if not keeps_pattern(heads, length, length)
         )
         row_work = sum(c * n_features * min(1.0, length / n_pos) for _, c, length, _ in batches)
         return contraction, backward, recomputed * ATTENTION_S_PER_SCORE, row_work * row_seconds

@@ -23,7 +23,7 @@ import torch
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 
 from tracewire.attribution.batching import replay_bucket
-from tracewire.replacement.frozen_attention import KEEP_PATTERN_BYTES
+from tracewire.replacement.frozen_attention import keeps_pattern
 from tracewire.replacement.model import ReplacementModel
 from tracewire.replacement.state import FrozenRun, FrozenState
 
@@ -106,7 +106,7 @@ class ReplayCache:
         """Whether a replay of ``length`` positions keeps its attention patterns for backward
         (else every forward and backward pass recomputes them)."""
         heads = int(getattr(self.rm.loaded.config, "num_attention_heads", 1))
-        return heads * length * length * 4 <= KEEP_PATTERN_BYTES
+        return keeps_pattern(heads, length, length)
 
     def held_bytes(self, length: int, batch: int) -> int:
         """What a kept replay references: the embedding leaf and short prefixes' patterns."""

@@ -32,6 +32,14 @@ TILE_BYTES = 4 * 2**20
 #: A layer's whole pattern up to this size is kept for backward (retained replays run many
 #: backward passes; recomputing softmax(q kᵀ) each time would dominate short prompts).
 KEEP_PATTERN_BYTES = 16 * 2**20
+
+
+def keeps_pattern(heads: int, q_len: int, k_len: int, copies: int = 1) -> bool:
+    """Whether a layer's ``copies × heads × q_len × k_len`` float32 pattern is kept for backward
+    (else each pass recomputes it tile by tile): the one rule the replays and the estimator use."""
+    return copies * heads * q_len * k_len * 4 <= KEEP_PATTERN_BYTES
+
+
 #: Query rows per product in the kept pattern's backward (see ``_kept_backward``).
 KEPT_BACKWARD_ROWS = 128
 
@@ -96,12 +104,6 @@ class PatternSource:
     def shared(self) -> bool:
         """One pattern for every copy of a replay (batch-1 queries and mask)."""
         return self.query.shape[0] == 1 and (self.mask is None or self.mask.shape[0] == 1)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the whole float32 pattern."""
-        q = self.query
-        return q.shape[0] * q.shape[1] * q.shape[2] * self.key.shape[2] * 4
 
     def whole(self) -> torch.Tensor:
         """The float32 pattern ``[Bq, H, Q, K]`` of every head (short prompts: kept for backward)."""
@@ -231,7 +233,8 @@ class FrozenPatternAV(torch.autograd.Function):
         # of this call: held by reference, never copied per layer
         ctx.source = source
         ctx.value_shape, ctx.value_dtype = value.shape, value.dtype
-        ctx.kept = source.nbytes <= KEEP_PATTERN_BYTES
+        q = source.query
+        ctx.kept = keeps_pattern(q.shape[1], q.shape[2], source.key.shape[2], q.shape[0])
         if ctx.kept:
             pattern = source.whole()
             ctx.save_for_backward(pattern)
