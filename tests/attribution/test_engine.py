@@ -355,3 +355,28 @@ def test_short_batches_on_their_own_replay_give_the_same_graph(monkeypatch: pyte
     assert torch.equal(own.features, shared.features)
     assert torch.allclose(graph_dense(own), graph_dense(shared), atol=1e-6)
     assert own.metadata["work"]["replay_forwards"] > shared.metadata["work"]["replay_forwards"]
+
+
+def test_row_orders_give_the_same_graph_and_the_least_work_is_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every feature's row in each of the three orders gives the same graph; the run takes the
+    order with the least planned work, which here (every feature of 16 positions, spread over
+    replay lengths 1–16 and over layers) is the one grouped by replay length, then layer."""
+    from tracewire.attribution import runner
+
+    rm = _setup("llama", "plt", "relu", d_tc=48, seed=1)
+    ids = random_ids(16, seed=3)
+    orders = runner.row_orders
+    graphs, works = {}, {}
+    for name in ("position", "layer", "replay length"):
+        monkeypatch.setattr(
+            runner, "row_orders", lambda comps, features, name=name: {name: orders(comps, features)[name]}
+        )
+        graph = attribute(ids, rm, progress=False, batch_size=16, update_interval=1000)
+        graphs[name], works[name] = graph, graph.metadata["work"]["position_layers_touched"]
+    monkeypatch.setattr(runner, "row_orders", orders)
+    chosen = attribute(ids, rm, progress=False, batch_size=16, update_interval=1000)
+    assert works["replay length"] < min(works["position"], works["layer"])
+    assert chosen.metadata["work"]["position_layers_touched"] == works["replay length"]
+    reference = graph_dense(chosen)
+    for graph in graphs.values():
+        torch.testing.assert_close(graph_dense(graph), reference, rtol=1e-5, atol=1e-6)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from tracewire.attribution.batching import plan_batches, plan_work
+from tracewire.attribution.batching import plan_batches, plan_work, replay_bucket
 from tracewire.attribution.components import Components
 from tracewire.attribution.contraction import Contraction
 from tracewire.attribution.replays import ReplayCache
@@ -34,6 +34,19 @@ class BatchSettings:
     max_batch_tokens: int
     max_row_feature_edges: int | None
     contraction: Contraction = "auto"
+
+
+def row_orders(comps: Components, features: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``features`` (global ids) in the orders :meth:`RowRunner.feature_rows` chooses from."""
+    n_pos, n_layers = comps.n_pos, comps.n_layers
+    pos, layer = comps.pos[features], comps.layer[features]
+    lengths = torch.tensor([replay_bucket(p + 1, n_pos) for p in range(n_pos)], device=pos.device)
+    keys = {
+        "position": pos * (n_layers + 1) + layer,
+        "layer": layer * (n_pos + 1) + pos,
+        "replay length": (lengths[pos] * (n_layers + 1) + layer) * (n_pos + 1) + pos,
+    }
+    return {name: features[torch.argsort(key, stable=True)] for name, key in keys.items()}
 
 
 class RowRunner:
@@ -72,16 +85,15 @@ class RowRunner:
         """Rows of ``features`` (global ids), regrouped so each batch's causal cone is tight.
 
         A batch costs (copies × replay length × top layer). Sorting by (position, layer) keeps
-        the length tight, sorting by (layer, position) keeps the top layer tight; the plan with
-        less work wins (short prompts usually prefer layers, long ones positions).
+        the length tight, sorting by (layer, position) keeps the top layer tight, and sorting by
+        (replay length, layer, position) does some of both where the rows' positions fall into
+        several replay lengths (every feature of a 6-token prompt with 4,096-feature PLTs: 9%
+        less work than by layer); the plan with the least work wins.
         """
         if features.numel() == 0:
             return
         comps = self.comps
-        pos, layer = comps.pos[features], comps.layer[features]
-        by_pos = features[torch.argsort(pos * (self.space.n_layers + 1) + layer, stable=True)]
-        by_layer = features[torch.argsort(layer * (comps.n_pos + 1) + pos, stable=True)]
-        order = min((by_pos, by_layer), key=self._planned_work)
+        order = min(row_orders(comps, features).values(), key=self._planned_work)
         layers, ids = comps.layer[order], comps.feature[order]
         vectors = torch.empty(
             order.numel(), comps.errors.shape[-1], dtype=comps.errors.dtype, device=order.device
