@@ -25,24 +25,17 @@ def norm_scale(kind: NormKind, x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def linear_norm(kind: NormKind, module: nn.Module, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """The norm applied to ``x`` with the denominator fixed to ``scale``: linear (affine) in ``x``.
-
-    The frozen scale ``[.., P, 1]`` and the weight ``[d]`` are multiplied first (``P × d``
-    numbers) so that the copies ``[B, P, d]`` see one product, forward and backward, not two:
-    replays run this on every copy of the prompt at every norm. (Half-precision RMSNorm keeps
-    HF's rounding order, so a replay of the clean tokens reproduces the clean values exactly.)
-    """
+    """The norm applied to ``x`` with the denominator fixed to ``scale``: linear (affine) in ``x``."""
     weight = module.weight
     assert isinstance(weight, torch.Tensor)
-    if kind == "rms" and x.dtype != torch.float32:  # as HF rounds: x·s to the model's dtype, then w
-        return weight * (x.float() * scale).to(x.dtype)
     if kind == "rms":
-        return x * (scale * weight.float())
+        return weight * (x.float() * scale).to(x.dtype)
     if kind == "rms_offset":
-        return (x.float() * (scale * (1.0 + weight.float()))).to(x.dtype)
+        return ((x.float() * scale) * (1.0 + weight.float())).to(x.dtype)
     if kind == "layernorm":
         xf = x.float()
-        out = (xf - xf.mean(dim=-1, keepdim=True)) * (scale * weight.float())
+        centred = xf - xf.mean(dim=-1, keepdim=True)
+        out = centred * scale * weight.float()
         bias = getattr(module, "bias", None)
         if bias is not None:
             out = out + bias.float()
