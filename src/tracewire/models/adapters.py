@@ -62,10 +62,6 @@ class Adapter:
     # and, where q, k and v come from one fused projection (GPT-2's Conv1D), its name.
     attn_out_proj: str = "o_proj"
     attn_fused_qkv: str | None = None
-    # The separate query and key projections, which a pass that never reads the queries and keys
-    # the model computes (a frozen replay reads the clean run's) may skip; none where they are
-    # fused with the values.
-    attn_query_key_projs: tuple[str, ...] = ("q_proj", "k_proj")
     # Extra notes for humans (docs / `tracewire models`).
     notes: str = ""
     extra: dict[str, str] = field(default_factory=dict)
@@ -97,11 +93,6 @@ class Adapter:
     def attn_module(self, model: nn.Module, index: int) -> nn.Module:
         """The attention module of decoder layer ``index`` (read by ``tracewire.attention``)."""
         return _get(self.layer(model, index), self.attn)
-
-    def query_key_projections(self, model: nn.Module, index: int) -> list[nn.Module]:
-        """The query and key projections of decoder layer ``index`` (empty where fused)."""
-        attn = self.attn_module(model, index)
-        return [_get(attn, name) for name in self.attn_query_key_projs]
 
     def norm_modules(self, model: nn.Module, index: int) -> dict[str, nn.Module]:
         """The norms of decoder layer ``index`` by role (only those the architecture has)."""
@@ -205,7 +196,6 @@ ADAPTERS: tuple[Adapter, ...] = (
         model_types=("gpt2",),
         attn_out_proj="c_proj",
         attn_fused_qkv="c_attn",
-        attn_query_key_projs=(),
         layers="transformer.h",
         embed="transformer.wte",
         final_norm="transformer.ln_f",

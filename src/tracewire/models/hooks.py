@@ -85,12 +85,6 @@ class Session:
         """One attention call (only with ``routes_attention``)."""
         return call.own()
 
-    def reads_queries_keys(self) -> bool:
-        """Whether :meth:`attention` reads the queries and keys the model computes. A session
-        that does not (a frozen replay takes the clean run's) lets the wiring skip the query
-        and key projections: each call then sees zeros of the right shape."""
-        return True
-
 
 @dataclass(frozen=True)
 class _Slot:
@@ -169,8 +163,6 @@ class Wiring:
     def active(self, session: Session) -> Iterator[None]:
         """Patch the model to consult ``session`` until the context exits."""
         patched = [(slot.module, _shim(session, slot)) for slot in self.slots]
-        if session.routes_attention and not session.reads_queries_keys():
-            patched += [(module, _skipped_projection(module)) for module in self._query_key_projections()]
         with routed_attention(self.model, session) if session.routes_attention else _nothing():
             try:
                 for module, forward in patched:
@@ -179,11 +171,6 @@ class Wiring:
             finally:
                 for module, _ in patched:
                     module.__dict__.pop("forward", None)
-
-    def _query_key_projections(self) -> list[nn.Module]:
-        adapter, model = self.loaded.adapter, self.model
-        layers = range(self.loaded.n_layers)
-        return [m for layer in layers for m in adapter.query_key_projections(model, layer)]
 
     def run(self, session: Session, ids: Tensor) -> Any | None:
         """One forward of ``ids`` under ``session``; ``None`` if the session stopped it early."""
@@ -197,20 +184,6 @@ class Wiring:
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
-
-
-def _skipped_projection(module: nn.Module) -> Callable[..., Tensor]:
-    """A projection's ``forward`` that returns zeros of its output's shape as a broadcast view:
-    no product, no memory. Used where nothing reads the result (the queries and keys of a frozen
-    replay: at 511 tokens they were half the replay forward's matrix products)."""
-    weight = module.weight
-    assert isinstance(weight, Tensor), f"{type(module).__name__} has no weight"
-    width = int(weight.shape[0])
-
-    def forward(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        return x.new_zeros(()).expand(*x.shape[:-1], width)
-
-    return forward
 
 
 def _shim(session: Session, slot: _Slot) -> Callable[..., Any]:

@@ -124,10 +124,6 @@ class FrozenPass(Session):
     def attention(self, call: AttentionCall) -> tuple[torch.Tensor, Any]:
         return frozen_attention(self.run, call)
 
-    def reads_queries_keys(self) -> bool:
-        # a replay's patterns come from the clean run's queries and keys (FrozenState)
-        return self.run.mode == "record"
-
     def embed(self, input_ids: torch.Tensor, live: Live) -> torch.Tensor:
         run = self.run
         if run.embedding_override is not None:
