@@ -20,6 +20,7 @@ from tracewire.attribution.replays import ReplayCache
 from tracewire.attribution.rows import NodeSpace, RowBatch, RowRequest, compute_rows
 from tracewire.attribution.selection import WeightBlock, estimate_influence
 from tracewire.attribution.targets import Targets
+from tracewire.memory import release_free_heap
 from tracewire.replacement.model import ReplacementModel
 from tracewire.replacement.state import FrozenState
 from tracewire.threads import refresh_threads
@@ -166,5 +167,6 @@ class RowRunner:
                 contraction=settings.contraction,
             )
             self.batches.append(batch)
+            release_free_heap()  # the batch's gradients and contraction temporaries
             self.position_layers_touched += batch.work
             self._bar.update(planned.end - planned.start)

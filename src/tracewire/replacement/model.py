@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from tracewire.errors import InvalidArgumentError
+from tracewire.memory import release_free_heap
 from tracewire.models.attention_routing import AttentionCall
 from tracewire.models.hooks import Live, Original, Session, StopForward, Wiring
 from tracewire.models.loading import LoadedModel
@@ -148,6 +149,7 @@ class FrozenPass(Session):
         return linear_norm(self.norm_kind, module, x, scale)
 
     def transcoder_input(self, layer: int, x: torch.Tensor) -> None:
+        release_free_heap()  # the layer below's temporaries: see tracewire.memory
         self.run.transcoder_inputs[layer] = x
         if self.run.stop_after_layer == layer:
             raise StopForward
