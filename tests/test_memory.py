@@ -32,8 +32,3 @@ def test_freed_heap_below_a_live_block_is_returned() -> None:
     after = _resident_bytes()
     assert after < kept - 150 * 2**20
     assert sum(float(pin.sum()) for pin in pins) == 3000 * 1024
-
-
-def test_release_is_harmless_to_call_repeatedly() -> None:
-    for _ in range(3):
-        release_free_heap()
